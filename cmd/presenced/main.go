@@ -1,0 +1,125 @@
+// Command presenced runs the presence service: a gRPC listener for clients'
+// Connect streams and the backend API, and an HTTP listener for the REST
+// facade, /healthz and /openapi.json.
+//
+// Every flag can also be set with an environment variable: PRESENCE_ and
+// the flag name in upper case with - as _ (for example
+// PRESENCE_HEARTBEAT_TIMEOUT=60s). A flag on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/presence-dev/presence/daemon"
+	"github.com/presence-dev/presence/server"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "presenced:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("presenced", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg daemon.Config
+	logFormat := bindFlags(fs, &cfg)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: presenced [flags]\n\nRuns the presence service. Every flag also reads PRESENCE_<NAME> from the environment.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs, os.LookupEnv); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; presenced takes only flags", fs.Args())
+	}
+
+	var h slog.Handler
+	switch *logFormat {
+	case "text":
+		h = slog.NewTextHandler(stderr, nil)
+	case "json":
+		h = slog.NewJSONHandler(stderr, nil)
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
+	}
+	cfg.Logger = slog.New(h)
+
+	d, err := daemon.Start(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case err := <-d.Err():
+		d.Shutdown(context.Background())
+		return fmt.Errorf("serving: %w", err)
+	}
+	stop() // a second signal kills the process the usual way
+	return d.Shutdown(context.Background())
+}
+
+// bindFlags defines every flag on fs, writing into cfg.
+func bindFlags(fs *flag.FlagSet, cfg *daemon.Config) (logFormat *string) {
+	o := &cfg.Server
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", daemon.DefaultGRPCAddr, "gRPC listen address (Connect, backend API, health, reflection)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", daemon.DefaultHTTPAddr, `HTTP listen address (REST facade, /healthz, /openapi.json); "off" disables it`)
+	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", server.DefaultHeartbeatInterval, "Ping interval announced to clients; at most a third of --heartbeat-timeout")
+	fs.DurationVar(&o.HeartbeatTimeout, "heartbeat-timeout", server.DefaultHeartbeatTimeout, "end a session silent for this long (Goodbye HEARTBEAT_TIMEOUT)")
+	fs.DurationVar(&o.ReapInterval, "reap-interval", server.DefaultReapInterval, "how often the reaper looks for silent sessions")
+	fs.DurationVar(&o.IdentifyTimeout, "identify-timeout", server.DefaultIdentifyTimeout, "end a stream whose first frame is not Identify within this time")
+	fs.IntVar(&o.QueueMaxMessages, "queue-max-messages", server.DefaultQueueMaxMessages, "outbound queue bound per session, in frames; overflow ends the session (SLOW_CONSUMER)")
+	fs.IntVar(&o.QueueMaxBytes, "queue-max-bytes", server.DefaultQueueMaxBytes, "outbound queue bound per session, in bytes")
+	fs.IntVar(&o.MaxPayloadBytes, "max-payload-bytes", server.DefaultMaxPayloadBytes, "largest push payload; larger is INVALID_ARGUMENT (HTTP 400)")
+	fs.DurationVar(&o.GoodbyeTimeout, "goodbye-timeout", server.DefaultGoodbyeTimeout, "how long an ending session waits to flush its Goodbye")
+	fs.DurationVar(&o.ShutdownReconnectMin, "shutdown-reconnect-min", server.DefaultShutdownReconnectMin, "smallest reconnect hint in Goodbye SHUTDOWN")
+	fs.DurationVar(&o.ShutdownReconnectJitter, "shutdown-reconnect-jitter", server.DefaultShutdownReconnectJitter, "random part added to each session's shutdown reconnect hint")
+	fs.DurationVar(&cfg.Keepalive.Time, "keepalive-time", server.DefaultKeepaliveParams.Time, "transport: ping a connection idle this long")
+	fs.DurationVar(&cfg.Keepalive.Timeout, "keepalive-timeout", server.DefaultKeepaliveParams.Timeout, "transport: close a connection whose ping is unanswered this long")
+	fs.DurationVar(&cfg.KeepalivePolicy.MinTime, "keepalive-min-time", server.DefaultKeepalivePolicy.MinTime, "transport: clients pinging more often get GOAWAY too_many_pings")
+	fs.BoolVar(&cfg.KeepalivePolicy.PermitWithoutStream, "keepalive-permit-without-stream", server.DefaultKeepalivePolicy.PermitWithoutStream, "transport: allow client pings on connections with no open stream")
+	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-recv-msg-bytes", daemon.DefaultMaxRecvMsgBytes, "largest gRPC message accepted (RESOURCE_EXHAUSTED past it)")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", daemon.DefaultMaxBodyBytes, "largest REST request body (HTTP 413 past it)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", daemon.DefaultShutdownTimeout, "bound on a graceful shutdown")
+	return fs.String("log-format", "text", "log format: text or json")
+}
+
+// applyEnv sets every flag not given on the command line from
+// PRESENCE_<NAME>, if that variable is set.
+func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		env := "PRESENCE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookup(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}

@@ -1,0 +1,60 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/presence-dev/presence/gen/openapi"
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// httpHandler is the HTTP listener's handler: the REST facade under /v1/,
+// /healthz and /openapi.json.
+func (d *Daemon) httpHandler(ctx context.Context) (http.Handler, error) {
+	gw := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
+			Marshaler: &runtime.JSONPb{
+				MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
+				// A misspelt field is an error, not silently dropped.
+				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+			},
+		}),
+	)
+	if err := presencev1.RegisterBackendServiceHandlerClient(ctx, gw, presencev1.NewBackendServiceClient(d.gwConn)); err != nil {
+		return nil, fmt.Errorf("REST facade: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", limitBody(gw, d.cfg.MaxBodyBytes))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if d.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "draining")
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openapi.JSON)
+	})
+	return mux, nil
+}
+
+// limitBody caps request bodies before anything decodes them; the gateway
+// answers a body past the cap with an error instead of reading it all.
+func limitBody(h http.Handler, max int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			http.Error(w, fmt.Sprintf(`{"code":3,"message":"request body is %d bytes; the limit is %d"}`, r.ContentLength, max), http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		h.ServeHTTP(w, r)
+	})
+}

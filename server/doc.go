@@ -1,0 +1,37 @@
+// Package server is the presence service: sessions, the uid registry,
+// fan-out of pushes, and the liveness reaper. It implements the two gRPC
+// services of proto/presence/v1 and knows nothing of listeners, flags or
+// HTTP (package daemon wires those).
+//
+// # Lifecycle
+//
+// New starts the reaper. Register adds the services to a grpc.Server.
+// Shutdown ends every session with Goodbye SHUTDOWN (a jittered reconnect
+// hint each), refuses new streams, waits for every Connect handler to
+// return, and stops the reaper; only then may the caller GracefulStop the
+// grpc.Server, which would otherwise wait for open streams forever.
+//
+// # Concurrency contract
+//
+// Each session has up to three goroutines:
+//
+//   - the handler (Serve), which owns the session's life: it registers the
+//     session after Identify, waits on the session's context, queues the
+//     Goodbye for the cause, unregisters, and returns the status for the
+//     cause. It never blocks in Recv or Send, so anything can end a session
+//     by cancelling its context with a cause (the reaper, a queue overflow,
+//     shutdown, a protocol error), and returning ends the stream, which
+//     releases a reader or writer stuck on the wire;
+//   - the reader, the only caller of Recv: it records every frame as a sign
+//     of life (one atomic store) and answers Ping;
+//   - the writer, the only caller of Send, which exists only while frames
+//     are queued: an idle session costs the handler and the reader.
+//
+// Pushes never block on a client: they go to a bounded queue (count and
+// bytes); a session whose queue overflows ends as a slow consumer. A push
+// frame is encoded once per codec and compressor, however many sessions it
+// goes to.
+//
+// Locks: registry shard locks are taken before session locks and never
+// around I/O. See registry.go.
+package server

@@ -1,0 +1,108 @@
+package server
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// Conn is the transport under one session: it receives client frames and
+// sends server frames. The session core knows nothing else about it, so the
+// gRPC Connect stream and other transports (a WebSocket bridge) share the
+// same session machinery.
+//
+// Recv is called by the session's reader goroutine only and Send by its
+// writer only; they may run at the same time. Both must return once
+// Context is done or the transport has failed.
+type Conn interface {
+	Context() context.Context
+	Recv() (*presencev1.ConnectRequest, error)
+	Send(*Frame) error
+}
+
+// Frame is one server frame on its way to one or many sessions. A frame
+// shared by many sessions (every push) is encoded once per codec and
+// compressor, not once per session; it is never modified after it is built.
+type Frame struct {
+	Msg    *presencev1.ConnectResponse
+	size   int  // encoded size, for queue accounting
+	shared bool // sent to many sessions: encode once and reuse
+
+	mu       sync.Mutex
+	prepared map[string]*grpc.PreparedMsg // by content type; guarded by mu
+}
+
+// newFrame wraps a message for one session; size is computed once here.
+func newFrame(m *presencev1.ConnectResponse) *Frame {
+	return &Frame{Msg: m, size: proto.Size(m)}
+}
+
+// newSharedFrame wraps a message that goes to many sessions (a push).
+func newSharedFrame(m *presencev1.ConnectResponse) *Frame {
+	return &Frame{Msg: m, size: proto.Size(m), shared: true}
+}
+
+// Shared reports whether the frame goes to many sessions.
+func (f *Frame) Shared() bool { return f.shared }
+
+// Size is the frame's encoded size in bytes.
+func (f *Frame) Size() int { return f.size }
+
+// PreparedFor returns the frame encoded for stream, encoding it only the
+// first time a stream with the same codec and compressor asks. key names
+// the codec (the request's content type). The compressor needs no key: a
+// server responds with the compressor its client used, and this binary
+// registers none (a test checks that), so every response is uncompressed.
+func (f *Frame) PreparedFor(stream grpc.ServerStream, key string) (*grpc.PreparedMsg, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if pm, ok := f.prepared[key]; ok {
+		return pm, nil
+	}
+	pm := new(grpc.PreparedMsg)
+	if err := pm.Encode(stream, f.Msg); err != nil {
+		return nil, err
+	}
+	if f.prepared == nil {
+		f.prepared = make(map[string]*grpc.PreparedMsg, 1)
+	}
+	f.prepared[key] = pm
+	return pm, nil
+}
+
+// grpcConn adapts the Connect stream to Conn.
+type grpcConn struct {
+	stream presencev1.PresenceService_ConnectServer
+	key    string // the stream's codec, as its content type; see Frame.PreparedFor
+}
+
+var _ Conn = (*grpcConn)(nil)
+
+func newGRPCConn(stream presencev1.PresenceService_ConnectServer) *grpcConn {
+	key := "application/grpc"
+	if md, ok := metadata.FromIncomingContext(stream.Context()); ok {
+		if ct := md.Get("content-type"); len(ct) > 0 {
+			key = ct[0]
+		}
+	}
+	return &grpcConn{stream: stream, key: key}
+}
+
+func (c *grpcConn) Context() context.Context                  { return c.stream.Context() }
+func (c *grpcConn) Recv() (*presencev1.ConnectRequest, error) { return c.stream.Recv() }
+
+func (c *grpcConn) Send(f *Frame) error {
+	if !f.shared {
+		return c.stream.Send(f.Msg)
+	}
+	pm, err := f.PreparedFor(c.stream, c.key)
+	if err != nil {
+		return err
+	}
+	return c.stream.SendMsg(pm)
+}

@@ -1,0 +1,128 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Options configures a Server. The zero value of every field means "the
+// default written beside it"; Validate reports settings that cannot work.
+type Options struct {
+	// HeartbeatInterval is how often clients are told to Ping (Identified).
+	// Default 10 s, the original client's check period. At most a third of
+	// HeartbeatTimeout, so one late Ping never ends a live session.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout ends a session that has sent no frame for this long
+	// (Goodbye HEARTBEAT_TIMEOUT, UNAVAILABLE). Default 40 s, the original
+	// server's.
+	HeartbeatTimeout time.Duration
+	// ReapInterval is how often the liveness reaper looks for silent
+	// sessions. Default 10 s. A silent session ends between HeartbeatTimeout
+	// and HeartbeatTimeout+ReapInterval after its last frame.
+	ReapInterval time.Duration
+	// IdentifyTimeout ends a stream whose first frame (Identify) has not
+	// arrived in time (DEADLINE_EXCEEDED). Default 10 s.
+	IdentifyTimeout time.Duration
+
+	// QueueMaxMessages and QueueMaxBytes bound each session's outbound
+	// queue. A push that would exceed either ends the session as a slow
+	// consumer (Goodbye SLOW_CONSUMER, RESOURCE_EXHAUSTED); the push counts
+	// as not delivered to it. Defaults 256 frames and 1 MiB.
+	QueueMaxMessages int
+	QueueMaxBytes    int
+
+	// MaxPayloadBytes bounds one push's payload (the encoded data or
+	// binary field). Larger pushes are INVALID_ARGUMENT (HTTP 400): the
+	// request itself is wrong and retrying cannot help. Default 64 KiB.
+	MaxPayloadBytes int
+
+	// GoodbyeTimeout bounds how long an ending session waits for its
+	// writer to flush what is queued and the Goodbye frame before the
+	// stream is ended anyway. Default 1 s.
+	GoodbyeTimeout time.Duration
+
+	// ShutdownReconnectMin and ShutdownReconnectJitter set the reconnect
+	// hint in Goodbye SHUTDOWN: each session gets Min plus a uniformly
+	// random part of Jitter, so clients do not all return in the same
+	// second. Defaults 1 s and 10 s.
+	ShutdownReconnectMin    time.Duration
+	ShutdownReconnectJitter time.Duration
+
+	// Logger receives session start and end records. Default
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// The defaults, in one place.
+const (
+	DefaultHeartbeatInterval       = 10 * time.Second
+	DefaultHeartbeatTimeout        = 40 * time.Second
+	DefaultReapInterval            = 10 * time.Second
+	DefaultIdentifyTimeout         = 10 * time.Second
+	DefaultQueueMaxMessages        = 256
+	DefaultQueueMaxBytes           = 1 << 20
+	DefaultMaxPayloadBytes         = 64 << 10
+	DefaultGoodbyeTimeout          = time.Second
+	DefaultShutdownReconnectMin    = time.Second
+	DefaultShutdownReconnectJitter = 10 * time.Second
+)
+
+// withDefaults returns o with every zero field set to its default.
+func (o Options) withDefaults() Options {
+	setDur := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	setInt := func(p *int, d int) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	setDur(&o.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDur(&o.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	setDur(&o.ReapInterval, DefaultReapInterval)
+	setDur(&o.IdentifyTimeout, DefaultIdentifyTimeout)
+	setInt(&o.QueueMaxMessages, DefaultQueueMaxMessages)
+	setInt(&o.QueueMaxBytes, DefaultQueueMaxBytes)
+	setInt(&o.MaxPayloadBytes, DefaultMaxPayloadBytes)
+	setDur(&o.GoodbyeTimeout, DefaultGoodbyeTimeout)
+	setDur(&o.ShutdownReconnectMin, DefaultShutdownReconnectMin)
+	setDur(&o.ShutdownReconnectJitter, DefaultShutdownReconnectJitter)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Validate reports the first setting that cannot work, after defaults.
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"heartbeat interval", o.HeartbeatInterval},
+		{"heartbeat timeout", o.HeartbeatTimeout},
+		{"reap interval", o.ReapInterval},
+		{"identify timeout", o.IdentifyTimeout},
+		{"goodbye timeout", o.GoodbyeTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s is %v; it must be positive", d.name, d.v))
+		}
+	}
+	if o.HeartbeatInterval*3 > o.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("heartbeat interval %v is more than a third of the heartbeat timeout %v; one late ping would end live sessions", o.HeartbeatInterval, o.HeartbeatTimeout))
+	}
+	if o.QueueMaxMessages < 1 || o.QueueMaxBytes < 1 || o.MaxPayloadBytes < 1 {
+		errs = append(errs, errors.New("queue and payload limits must be positive"))
+	}
+	if o.ShutdownReconnectMin < 0 || o.ShutdownReconnectJitter < 0 {
+		errs = append(errs, errors.New("shutdown reconnect hints must not be negative"))
+	}
+	return errors.Join(errs...)
+}

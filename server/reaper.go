@@ -1,0 +1,43 @@
+package server
+
+import (
+	"time"
+)
+
+// reapLoop is the liveness reaper: every ReapInterval it ends the sessions
+// that have sent no frame for HeartbeatTimeout. It reads one atomic per
+// session and touches no timer, so a sweep stays cheap as sessions grow.
+// It runs until stop is closed.
+func (srv *Server) reapLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(srv.opts.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			srv.reap(now)
+		}
+	}
+}
+
+// reap ends every session silent since before now-HeartbeatTimeout and
+// returns how many it ended. The silent ones are collected under the shard
+// read locks and ended outside them.
+func (srv *Server) reap(now time.Time) int {
+	deadline := now.Add(-srv.opts.HeartbeatTimeout).UnixNano()
+	var silent []*session
+	srv.reg.each(func(s *session) {
+		if s.lastSeen.Load() < deadline {
+			silent = append(silent, s)
+		}
+	})
+	for _, s := range silent {
+		idle := now.Sub(time.Unix(0, s.lastSeen.Load())).Round(time.Millisecond)
+		s.end(endf(ReasonHeartbeatTimeout,
+			"no frame from the client for %v (the heartbeat timeout is %v); send Ping every %v, then reconnect",
+			idle, srv.opts.HeartbeatTimeout, srv.opts.HeartbeatInterval))
+	}
+	return len(silent)
+}

@@ -1,0 +1,145 @@
+package server
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// registry maps uids to their live sessions. It is sharded by uid so that
+// sessions coming and going on different uids do not contend.
+//
+// Lock order: shard.mu before session.mu (a unicast queues to a uid's
+// sessions while holding its shard lock, so the uid's pushes reach every
+// session in seq order). Queueing never blocks; nothing under a shard lock
+// touches the network.
+type registry struct {
+	seed   maphash.Seed
+	shards [registryShards]shard
+}
+
+const registryShards = 64
+
+type shard struct {
+	mu   sync.RWMutex
+	uids map[string]*uidEntry // guarded by mu
+}
+
+// uidEntry is one online uid. It exists while the uid has a live session.
+type uidEntry struct {
+	// Guarded by the shard's mu.
+	sessions []*session
+	seq      uint64 // last PUSH_SCOPE_UID sequence number used
+	epoch    string // names this run of seq; new each time the uid comes online
+}
+
+func newRegistry() *registry {
+	r := &registry{seed: maphash.MakeSeed()}
+	for i := range r.shards {
+		r.shards[i].uids = make(map[string]*uidEntry)
+	}
+	return r
+}
+
+func (r *registry) shard(uid string) *shard {
+	return &r.shards[maphash.String(r.seed, uid)%registryShards]
+}
+
+// add registers s under its uid.
+func (r *registry) add(s *session) {
+	sh := r.shard(s.uid)
+	sh.mu.Lock()
+	e := sh.uids[s.uid]
+	if e == nil {
+		e = &uidEntry{epoch: newEpoch()}
+		sh.uids[s.uid] = e
+	}
+	e.sessions = append(e.sessions, s)
+	sh.mu.Unlock()
+}
+
+// remove unregisters s; the uid goes when its last session does.
+func (r *registry) remove(s *session) {
+	sh := r.shard(s.uid)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.uids[s.uid]
+	if e == nil {
+		return
+	}
+	for i, x := range e.sessions {
+		if x == s {
+			last := len(e.sessions) - 1
+			e.sessions[i] = e.sessions[last]
+			e.sessions[last] = nil
+			e.sessions = e.sessions[:last]
+			break
+		}
+	}
+	if len(e.sessions) == 0 {
+		delete(sh.uids, s.uid)
+	}
+}
+
+// withUid calls f with the uid's entry (nil when offline) under the uid's
+// shard lock. f must not block.
+func (r *registry) withUid(uid string, f func(*uidEntry)) {
+	sh := r.shard(uid)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	f(sh.uids[uid])
+}
+
+// sessionsOf returns a copy of uid's live sessions.
+func (r *registry) sessionsOf(uid string) []*session {
+	sh := r.shard(uid)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	e := sh.uids[uid]
+	if e == nil {
+		return nil
+	}
+	return append([]*session(nil), e.sessions...)
+}
+
+// appendAll appends every live session to dst and returns it. It copies
+// shard by shard, so it never holds more than one lock at a time.
+func (r *registry) appendAll(dst []*session) []*session {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for _, e := range sh.uids {
+			dst = append(dst, e.sessions...)
+		}
+		sh.mu.RUnlock()
+	}
+	return dst
+}
+
+// counts returns the number of online uids and live sessions.
+func (r *registry) counts() (uids, sessions int) {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		uids += len(sh.uids)
+		for _, e := range sh.uids {
+			sessions += len(e.sessions)
+		}
+		sh.mu.RUnlock()
+	}
+	return uids, sessions
+}
+
+// each calls f for every live session, shard by shard under the shard's
+// read lock. f must not block or take a shard lock.
+func (r *registry) each(f func(*session)) {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for _, e := range sh.uids {
+			for _, s := range e.sessions {
+				f(s)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+}

@@ -1,0 +1,171 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// Server is the presence service: sessions, the uid registry, fan-out and
+// the liveness reaper. It implements both gRPC services; it knows nothing
+// of listeners (see package daemon).
+type Server struct {
+	presencev1.UnimplementedPresenceServiceServer
+	presencev1.UnimplementedBackendServiceServer
+
+	opts  Options
+	log   *slog.Logger
+	reg   *registry
+	epoch string // names the broadcast sequence; new per process
+
+	// Broadcasts take bcastMu to number and queue in one step, so every
+	// session sees broadcasts in seq order.
+	bcastMu  sync.Mutex
+	bcastSeq uint64 // guarded by bcastMu
+
+	mu       sync.Mutex
+	active   int           // handlers running; guarded by mu
+	idle     chan struct{} // closed when draining and active reaches 0; guarded by mu
+	draining chan struct{} // closed when Shutdown starts
+	drainOn  atomic.Bool   // draining, readable without the channel
+
+	stopReaper chan struct{}
+	reaperDone chan struct{}
+	closeOnce  sync.Once
+
+	hooks testHooks // nil funcs in production
+}
+
+// testHooks let tests observe the engine without sleeping.
+type testHooks struct {
+	afterSend func(*session, *Frame)
+	ended     func(*session, *EndError)
+}
+
+var (
+	_ presencev1.PresenceServiceServer = (*Server)(nil)
+	_ presencev1.BackendServiceServer  = (*Server)(nil)
+)
+
+// New returns a Server with its reaper running. Call Shutdown (or Close)
+// to end its sessions and stop the reaper.
+func New(opts Options) (*Server, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	srv := &Server{
+		opts:       opts,
+		log:        opts.Logger,
+		reg:        newRegistry(),
+		epoch:      newEpoch(),
+		idle:       make(chan struct{}),
+		draining:   make(chan struct{}),
+		stopReaper: make(chan struct{}),
+		reaperDone: make(chan struct{}),
+	}
+	go srv.reapLoop(srv.stopReaper, srv.reaperDone)
+	return srv, nil
+}
+
+// Options returns the options in effect, defaults filled in.
+func (srv *Server) Options() Options { return srv.opts }
+
+// Register registers both services on gs.
+func (srv *Server) Register(gs grpc.ServiceRegistrar) {
+	presencev1.RegisterPresenceServiceServer(gs, srv)
+	presencev1.RegisterBackendServiceServer(gs, srv)
+}
+
+// Counts returns the number of online uids and live sessions.
+func (srv *Server) Counts() (uids, sessions int) { return srv.reg.counts() }
+
+// enter admits a new stream unless the server is draining.
+func (srv *Server) enter() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.drainOn.Load() {
+		return false
+	}
+	srv.active++
+	return true
+}
+
+// leave marks a stream's handler done.
+func (srv *Server) leave() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.active--
+	if srv.active == 0 && srv.drainOn.Load() {
+		close(srv.idle)
+	}
+}
+
+func (srv *Server) isDraining() bool { return srv.drainOn.Load() }
+
+// shutdownCause is the cause a session ends with at shutdown: Goodbye
+// SHUTDOWN with a reconnect hint jittered per session.
+func (srv *Server) shutdownCause() *EndError {
+	after := srv.opts.ShutdownReconnectMin
+	if j := srv.opts.ShutdownReconnectJitter; j > 0 {
+		after += time.Duration(mathrand.Int64N(int64(j)))
+	}
+	return &EndError{
+		Reason:         ReasonShutdown,
+		Msg:            "the server is shutting down; reconnect after the hint",
+		Reconnect:      true,
+		ReconnectAfter: after.Round(time.Millisecond),
+	}
+}
+
+// Shutdown ends every session with Goodbye SHUTDOWN, refuses new streams,
+// and waits until every Connect handler has returned or ctx is done. It
+// stops the reaper. It is idempotent. Call it before grpc.Server's
+// GracefulStop: open Connect streams would keep GracefulStop waiting.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	if !srv.drainOn.Load() {
+		srv.drainOn.Store(true)
+		close(srv.draining)
+		if srv.active == 0 {
+			close(srv.idle)
+		}
+	}
+	srv.mu.Unlock()
+	srv.reg.each(func(s *session) { s.end(srv.shutdownCause()) })
+	srv.stop()
+	select {
+	case <-srv.idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the reaper without ending sessions; for servers that never
+// served or whose streams already ended. Shutdown calls it.
+func (srv *Server) Close() { srv.stop() }
+
+func (srv *Server) stop() {
+	srv.closeOnce.Do(func() {
+		close(srv.stopReaper)
+		<-srv.reaperDone
+	})
+}
+
+// newID returns a random, URL-safe id (26 base32 characters, 130 bits).
+func newID() string { return rand.Text() }
+
+// newEpoch returns a short random name for a sequence.
+func newEpoch() string { return rand.Text()[:10] }
+
+func durationpbNew(d time.Duration) *durationpb.Duration { return durationpb.New(d) }

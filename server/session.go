@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// session is one identified client stream.
+//
+// Goroutines: the handler (Server.serve) owns the session's life and only
+// waits; the reader (readLoop) is the only caller of conn.Recv; a writer
+// (writeLoop) exists only while frames are queued and is the only caller of
+// conn.Send. Every goroutine ends when the stream does.
+type session struct {
+	// Set before the session is shared, read-only after.
+	srv         *Server
+	conn        Conn
+	id          string
+	uid         string
+	labels      map[string]string
+	connectedAt time.Time
+	ctx         context.Context         // derived from the stream's; done when the session ends
+	cancel      context.CancelCauseFunc // ends the session with an *EndError cause; first cause wins
+	identified  chan struct{}           // closed by the handler once registered; lets the reader go on
+
+	// Written by the reader on every frame, read by the reaper. Unix
+	// nanoseconds. An atomic store per frame: no timer is touched.
+	lastSeen atomic.Int64
+
+	mu sync.Mutex
+	// Guarded by mu.
+	queue       []*Frame      // frames not yet handed to the writer, queue[head:]
+	head        int           // index of the next frame to send
+	queuedBytes int           // bytes in queue[head:]
+	writing     bool          // a writer goroutine is running
+	writerDone  chan struct{} // closed when the running writer exits
+	closed      bool          // the session is ending: no more pushes are accepted
+}
+
+// end ends the session with cause. The first cause wins; later calls are
+// no-ops. It never blocks.
+func (s *session) end(cause *EndError) { s.cancel(cause) }
+
+// touch records a sign of life.
+func (s *session) touch(now time.Time) { s.lastSeen.Store(now.UnixNano()) }
+
+// enqueue queues f for the writer. It reports whether f was accepted: false
+// when the session is ending or f overflowed the queue, in which case the
+// session is ended as a slow consumer. It never blocks on the client.
+func (s *session) enqueue(f *Frame) bool {
+	lim := &s.srv.opts
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	if n := len(s.queue) - s.head; n >= lim.QueueMaxMessages || s.queuedBytes+f.size > lim.QueueMaxBytes {
+		s.closed = true
+		s.mu.Unlock()
+		s.end(endf(ReasonSlowConsumer,
+			"the client read too slowly: %d frames (%d bytes) were waiting to be sent; read faster or subscribe to less, then reconnect", n, s.queuedBytes))
+		return false
+	}
+	s.appendLocked(f)
+	s.mu.Unlock()
+	return true
+}
+
+// appendLocked queues f and starts a writer if none runs. s.mu must be held.
+func (s *session) appendLocked(f *Frame) {
+	if s.head > 0 && len(s.queue) == cap(s.queue) {
+		// Reclaim the sent prefix before append would copy it along.
+		n := copy(s.queue, s.queue[s.head:])
+		clear(s.queue[n:])
+		s.queue = s.queue[:n]
+		s.head = 0
+	}
+	s.queue = append(s.queue, f)
+	s.queuedBytes += f.size
+	if !s.writing {
+		s.writing = true
+		s.writerDone = make(chan struct{})
+		go s.writeLoop(s.writerDone)
+	}
+}
+
+// writeLoop sends queued frames in order and exits when the queue is empty,
+// so an idle session has no writer goroutine.
+func (s *session) writeLoop(done chan struct{}) {
+	defer close(done)
+	for {
+		s.mu.Lock()
+		if s.head == len(s.queue) {
+			s.queue, s.head, s.writing = nil, 0, false
+			s.mu.Unlock()
+			return
+		}
+		f := s.queue[s.head]
+		s.queue[s.head] = nil
+		s.head++
+		s.queuedBytes -= f.size
+		s.mu.Unlock()
+
+		if err := s.conn.Send(f); err != nil {
+			s.end(&EndError{Reason: ReasonTransport, Msg: "sending to the client failed: " + err.Error()})
+			s.mu.Lock()
+			s.closed = true
+			clear(s.queue)
+			s.queue, s.head, s.queuedBytes, s.writing = nil, 0, 0, false
+			s.mu.Unlock()
+			return
+		}
+		if s.srv.hooks.afterSend != nil {
+			s.srv.hooks.afterSend(s, f)
+		}
+	}
+}
+
+// finish stops accepting frames, queues the Goodbye for cause (if its
+// reason has one) behind what is already queued, and waits up to the
+// goodbye timeout for the writer to flush. For a slow consumer the queue is
+// dropped first: the client is not reading it, and Goodbye is best effort.
+func (s *session) finish(cause *EndError) {
+	gb := cause.goodbyeFrame()
+	s.mu.Lock()
+	s.closed = true
+	if cause.Reason == ReasonSlowConsumer {
+		clear(s.queue[s.head:])
+		s.queue, s.queuedBytes = s.queue[:s.head], 0
+	}
+	if gb != nil && cause.Reason != ReasonTransport {
+		s.appendLocked(newFrame(gb))
+	}
+	done := s.writerDone
+	writing := s.writing
+	s.mu.Unlock()
+	if !writing {
+		return
+	}
+	t := time.NewTimer(s.srv.opts.GoodbyeTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-s.conn.Context().Done():
+	}
+}
+
+// identifiedFrame is the answer to Identify.
+func (s *session) identifiedFrame() *Frame {
+	o := &s.srv.opts
+	return newFrame(&presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Identified{Identified: &presencev1.Identified{
+		SessionId:         s.id,
+		Uid:               s.uid,
+		HeartbeatInterval: durationpbNew(o.HeartbeatInterval),
+		HeartbeatTimeout:  durationpbNew(o.HeartbeatTimeout),
+	}}})
+}
