@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -47,6 +49,15 @@ type Config struct {
 	// call with RESOURCE_EXHAUSTED. Default 256 KiB: room for the largest
 	// push payload (64 KiB by default) and its framing.
 	MaxRecvMsgBytes int
+
+	// Per-connection transport memory. Zero keeps grpc-go's defaults
+	// (32 KiB read buffer, 32 KiB write buffer, 64 KiB stream and
+	// connection windows growing with BDP estimation). Setting a window
+	// disables BDP estimation.
+	ReadBufferSize        int
+	WriteBufferSize       int
+	InitialWindowSize     int32
+	InitialConnWindowSize int32
 
 	// MaxBodyBytes caps a REST request body before it is decoded. Larger
 	// bodies get HTTP 413. Default 256 KiB.
@@ -107,6 +118,9 @@ type Daemon struct {
 	srv    *server.Server
 	gs     *grpc.Server
 	health *health.Server
+	// metrics is this daemon's own registry (not the global one), so
+	// several daemons can run in one process.
+	metrics *prometheus.Registry
 
 	grpcLis net.Listener
 	httpLis net.Listener
@@ -127,7 +141,11 @@ func Start(cfg Config) (d *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("server options: %w", err)
 	}
-	d = &Daemon{cfg: cfg, log: cfg.Logger, srv: srv, errc: make(chan error, 2)}
+	d = &Daemon{cfg: cfg, log: cfg.Logger, srv: srv, errc: make(chan error, 2), metrics: prometheus.NewRegistry()}
+	d.metrics.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	defer func() {
 		if err != nil {
 			d.closeAll()
@@ -137,11 +155,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 	if d.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("gRPC listener: %w", err)
 	}
-	d.gs = grpc.NewServer(
-		grpc.KeepaliveParams(cfg.Keepalive),
-		grpc.KeepaliveEnforcementPolicy(cfg.KeepalivePolicy),
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
-	)
+	d.gs = grpc.NewServer(cfg.grpcOptions()...)
 	srv.Register(d.gs)
 	d.health = health.NewServer()
 	healthpb.RegisterHealthServer(d.gs, d.health)
@@ -184,6 +198,28 @@ func Start(cfg Config) (d *Daemon, err error) {
 	}
 	d.log.Info("presenced listening", attrs...)
 	return d, nil
+}
+
+// grpcOptions are the gRPC server's transport options.
+func (c Config) grpcOptions() []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveParams(c.Keepalive),
+		grpc.KeepaliveEnforcementPolicy(c.KeepalivePolicy),
+		grpc.MaxRecvMsgSize(c.MaxRecvMsgBytes),
+	}
+	if c.ReadBufferSize != 0 {
+		opts = append(opts, grpc.ReadBufferSize(c.ReadBufferSize))
+	}
+	if c.WriteBufferSize != 0 {
+		opts = append(opts, grpc.WriteBufferSize(c.WriteBufferSize))
+	}
+	if c.InitialWindowSize != 0 {
+		opts = append(opts, grpc.InitialWindowSize(c.InitialWindowSize))
+	}
+	if c.InitialConnWindowSize != 0 {
+		opts = append(opts, grpc.InitialConnWindowSize(c.InitialConnWindowSize))
+	}
+	return opts
 }
 
 // dialTarget turns a listener address into one the gateway can dial:
