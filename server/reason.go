@@ -139,8 +139,17 @@ func (e *EndError) goodbyeFrame() *presencev1.ConnectResponse {
 	if gr == presencev1.GoodbyeReason_GOODBYE_REASON_UNSPECIFIED {
 		return nil
 	}
-	g := &presencev1.Goodbye{Reason: gr, Message: e.Msg, Reconnect: e.Reconnect}
-	if e.Reconnect && e.ReconnectAfter > 0 {
+	// Reconnecting is right after these endings (with backoff, or with a
+	// new token); REPLACED never; KICKED only when the backend says so.
+	reconnect := e.Reconnect
+	switch e.Reason {
+	case ReasonHeartbeatTimeout, ReasonSlowConsumer, ReasonShutdown, ReasonTokenExpired:
+		reconnect = true
+	case ReasonReplaced:
+		reconnect = false
+	}
+	g := &presencev1.Goodbye{Reason: gr, Message: e.Msg, Reconnect: reconnect}
+	if reconnect && e.ReconnectAfter > 0 {
 		g.ReconnectAfter = durationpb.New(e.ReconnectAfter)
 	}
 	return &presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Goodbye{Goodbye: g}}
