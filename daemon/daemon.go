@@ -66,6 +66,10 @@ type Config struct {
 	// ShutdownTimeout bounds Shutdown when the caller's context has no
 	// deadline. Default 15 s.
 	ShutdownTimeout time.Duration
+	// GracefulStopTimeout bounds the wait for calls other than Connect
+	// (unary calls, health Watch streams) once every session has ended;
+	// then they are cut. Default 3 s.
+	GracefulStopTimeout time.Duration
 
 	// Logger for the daemon and the server. Default slog.Default().
 	Logger *slog.Logger
@@ -78,6 +82,7 @@ const (
 	DefaultMaxRecvMsgBytes = 256 << 10
 	DefaultMaxBodyBytes    = 256 << 10
 	DefaultShutdownTimeout = 15 * time.Second
+	DefaultGracefulStop    = 3 * time.Second
 )
 
 func (c Config) withDefaults() Config {
@@ -101,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.GracefulStopTimeout == 0 {
+		c.GracefulStopTimeout = DefaultGracefulStop
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -281,10 +289,19 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 				d.hs.Close()
 			}
 		}
+		// Sessions are gone; what is left are unary calls, which finish
+		// quickly, and health Watch streams, which end only when their
+		// clients hang up. Wait a little for both, then stop hard.
 		stopped := make(chan struct{})
 		go func() { d.gs.GracefulStop(); close(stopped) }()
+		grace := time.NewTimer(d.cfg.GracefulStopTimeout)
+		defer grace.Stop()
 		select {
 		case <-stopped:
+		case <-grace.C:
+			d.log.Warn("gRPC streams still open after the graceful stop timeout; closing them", "timeout", d.cfg.GracefulStopTimeout)
+			d.gs.Stop()
+			<-stopped
 		case <-ctx.Done():
 			d.gs.Stop()
 			<-stopped

@@ -101,6 +101,7 @@ func bindFlags(fs *flag.FlagSet, cfg *daemon.Config) (logFormat *string) {
 	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-recv-msg-bytes", daemon.DefaultMaxRecvMsgBytes, "largest gRPC message accepted (RESOURCE_EXHAUSTED past it)")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", daemon.DefaultMaxBodyBytes, "largest REST request body (HTTP 413 past it)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", daemon.DefaultShutdownTimeout, "bound on a graceful shutdown")
+	fs.DurationVar(&cfg.GracefulStopTimeout, "graceful-stop-timeout", daemon.DefaultGracefulStop, "after sessions end, how long other calls (health watches, unary calls) may take before they are cut")
 	return fs.String("log-format", "text", "log format: text or json")
 }
 

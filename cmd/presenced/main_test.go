@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/presence-dev/presence/daemon"
+)
+
+// TestEnvOverrides proves PRESENCE_* variables set flags the command line
+// did not, and that the command line wins.
+func TestEnvOverrides(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var cfg daemon.Config
+	bindFlags(fs, &cfg)
+	if err := fs.Parse([]string{"--heartbeat-interval=5s"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"PRESENCE_HEARTBEAT_TIMEOUT":  "60s",
+		"PRESENCE_HEARTBEAT_INTERVAL": "1s", // the flag wins
+		"PRESENCE_GRPC_ADDR":          "127.0.0.1:7000",
+	}
+	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.HeartbeatTimeout != 60*time.Second || cfg.Server.HeartbeatInterval != 5*time.Second || cfg.GRPCAddr != "127.0.0.1:7000" {
+		t.Errorf("config = timeout %v interval %v addr %q; want 60s, 5s, 127.0.0.1:7000",
+			cfg.Server.HeartbeatTimeout, cfg.Server.HeartbeatInterval, cfg.GRPCAddr)
+	}
+	if err := applyEnv(fs, func(k string) (string, bool) { return "soon", k == "PRESENCE_REAP_INTERVAL" }); err == nil ||
+		!strings.Contains(err.Error(), "PRESENCE_REAP_INTERVAL") {
+		t.Errorf("bad env value error = %v; want one naming PRESENCE_REAP_INTERVAL", err)
+	}
+}
+
+// TestBadFlagsRefuseToStart proves settings that cannot work stop the
+// daemon before it listens, with a message naming the problem.
+func TestBadFlagsRefuseToStart(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run([]string{"--heartbeat-interval=30s", "--heartbeat-timeout=40s", "--grpc-addr=127.0.0.1:0", "--http-addr=off"}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "more than a third") {
+		t.Fatalf("run = %v; want an error about the heartbeat interval", err)
+	}
+	if err := run([]string{"extra"}, &stderr); err == nil {
+		t.Fatal("run with a positional argument succeeded")
+	}
+}

@@ -1,0 +1,278 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+	"github.com/presence-dev/presence/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// start runs a daemon on loopback ports chosen by the kernel.
+func start(t *testing.T) *Daemon {
+	t.Helper()
+	d, err := Start(Config{
+		GRPCAddr: "127.0.0.1:0",
+		HTTPAddr: "127.0.0.1:0",
+		Server: server.Options{
+			HeartbeatInterval: time.Second, HeartbeatTimeout: 3 * time.Second,
+			ShutdownReconnectMin: 100 * time.Millisecond, ShutdownReconnectJitter: 100 * time.Millisecond,
+		},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return d
+}
+
+func dial(t *testing.T, d *Daemon) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(d.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// client is an identified Connect stream read by a goroutine.
+type client struct {
+	frames chan *presencev1.ConnectResponse
+	errc   chan error
+	stream presencev1.PresenceService_ConnectClient
+}
+
+func connect(t *testing.T, cc *grpc.ClientConn, uid string) *client {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(ctx)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	c := &client{frames: make(chan *presencev1.ConnectResponse, 64), errc: make(chan error, 1), stream: stream}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			f, err := stream.Recv()
+			if err != nil {
+				c.errc <- err
+				return
+			}
+			c.frames <- f
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: uid}}}); err != nil {
+		t.Fatal(err)
+	}
+	if f := c.next(t); f.GetIdentified() == nil {
+		t.Fatalf("first frame %v; want Identified", f)
+	}
+	return c
+}
+
+func (c *client) next(t *testing.T) *presencev1.ConnectResponse {
+	t.Helper()
+	select {
+	case f := <-c.frames:
+		return f
+	case err := <-c.errc:
+		t.Fatalf("stream ended: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no frame within 5s")
+	}
+	return nil
+}
+
+// post sends a REST request and returns the status and decoded JSON body.
+func post(t *testing.T, d *Daemon, path, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post("http://"+d.HTTPAddr()+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("POST %s: body %q is not JSON: %v", path, raw, err)
+	}
+	return resp.StatusCode, m
+}
+
+// TestRESTPushes proves the REST facade over real HTTP: a JSON payload
+// needs no base64, reaches exactly the uid's sessions, and the reported
+// delivered count matches; broadcast reaches everyone.
+func TestRESTPushes(t *testing.T) {
+	d := start(t)
+	cc := dial(t, d)
+	a1, a2, b := connect(t, cc, "alice"), connect(t, cc, "alice"), connect(t, cc, "bob")
+
+	code, body := post(t, d, "/v1/uids/alice/messages", `{"data": {"text": "hi", "n": 3}}`)
+	if code != http.StatusOK || body["delivered"] != float64(2) || body["seq"] != "1" {
+		t.Fatalf("POST messages = %d %v; want 200 delivered 2 seq 1", code, body)
+	}
+	for _, c := range []*client{a1, a2} {
+		p := c.next(t).GetPush()
+		fields := p.GetData().GetStructValue().GetFields()
+		if p.GetId() != body["pushId"] || fields["text"].GetStringValue() != "hi" || fields["n"].GetNumberValue() != 3 {
+			t.Fatalf("push = %v; want {text: hi, n: 3} with id %v", p, body["pushId"])
+		}
+	}
+	code, body = post(t, d, "/v1/broadcast", `{"data": ["x", 1, null, true]}`)
+	if code != http.StatusOK || body["delivered"] != float64(3) {
+		t.Fatalf("POST broadcast = %d %v; want 200 delivered 3", code, body)
+	}
+	for _, c := range []*client{a1, a2, b} {
+		if got := len(c.next(t).GetPush().GetData().GetListValue().GetValues()); got != 4 {
+			t.Fatalf("broadcast push has %d list values; want 4", got)
+		}
+	}
+}
+
+// TestRESTErrors proves bad REST requests get the right HTTP status and a
+// JSON error with the gRPC code and a message, and the server carries on.
+func TestRESTErrors(t *testing.T) {
+	d := start(t)
+	cc := dial(t, d)
+	c := connect(t, cc, "alice")
+	tests := []struct {
+		name, path, body string
+		http             int
+		code             codes.Code
+		msg              string
+	}{
+		{"offline uid", "/v1/uids/bob/messages", `{"data": 1}`, 404, codes.NotFound, "no live session"},
+		{"unknown field", "/v1/uids/alice/messages", `{"dta": 1}`, 400, codes.InvalidArgument, `unknown field "dta"`},
+		{"malformed JSON", "/v1/uids/alice/messages", `{"data": `, 400, codes.InvalidArgument, ""},
+		{"no payload", "/v1/uids/alice/messages", `{}`, 400, codes.InvalidArgument, "payload missing"},
+		{"empty body", "/v1/broadcast", ``, 400, codes.InvalidArgument, "payload missing"},
+		{"bad uid", "/v1/uids/al%20ice/messages", `{"data": 1}`, 400, codes.InvalidArgument, "not allowed"},
+		{"wrong type", "/v1/uids/alice/messages", `{"binary": "not an object"}`, 400, codes.InvalidArgument, ""},
+		{"payload too big", "/v1/broadcast", `{"data": "` + strings.Repeat("x", server.DefaultMaxPayloadBytes) + `"}`, 400, codes.InvalidArgument, "the limit is"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := post(t, d, tt.path, tt.body)
+			if code != tt.http || body["code"] != float64(tt.code) || !strings.Contains(body["message"].(string), tt.msg) {
+				t.Fatalf("POST %s %.40q = %d %v; want %d, code %d, message containing %q", tt.path, tt.body, code, body, tt.http, tt.code, tt.msg)
+			}
+		})
+	}
+	t.Run("body over the cap", func(t *testing.T) {
+		resp, err := http.Post("http://"+d.HTTPAddr()+"/v1/broadcast", "application/json", strings.NewReader(`{"data":"`+strings.Repeat("x", DefaultMaxBodyBytes)+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %d; want 413", resp.StatusCode)
+		}
+	})
+	// Nothing above harmed the live session.
+	if code, body := post(t, d, "/v1/uids/alice/messages", `{"data": "ok"}`); code != 200 || body["delivered"] != float64(1) {
+		t.Fatalf("push after bad requests = %d %v", code, body)
+	}
+	if p := c.next(t).GetPush(); p.GetData().GetStringValue() != "ok" {
+		t.Fatalf("push = %v; want ok", p)
+	}
+}
+
+// TestHTTPEndpoints proves /healthz, /openapi.json and /metrics answer.
+func TestHTTPEndpoints(t *testing.T) {
+	d := start(t)
+	for path, want := range map[string]string{
+		"/healthz":      "ok",
+		"/openapi.json": `"/v1/uids/{uid}/messages"`,
+		"/metrics":      "go_goroutines",
+	} {
+		resp, err := http.Get("http://" + d.HTTPAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(raw), want) {
+			t.Errorf("GET %s = %d %.80q; want 200 containing %q", path, resp.StatusCode, raw, want)
+		}
+	}
+}
+
+// TestShutdownDrains proves Shutdown turns health NOT_SERVING, gives every
+// session Goodbye SHUTDOWN with a reconnect hint, ends its stream with
+// UNAVAILABLE, and stops both listeners.
+func TestShutdownDrains(t *testing.T) {
+	d := start(t)
+	cc := dial(t, d)
+	hc := healthpb.NewHealthClient(cc)
+	ctx := context.Background()
+	if r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v; want SERVING", r, err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	watch, err := hc.Watch(wctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health watch = %v, %v", r, err)
+	}
+	c := connect(t, cc, "alice")
+
+	shutdownDone := make(chan error, 1)
+	go func() { shutdownDone <- d.Shutdown(context.Background()) }()
+
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health during shutdown = %v, %v; want NOT_SERVING", r, err)
+	}
+	wcancel() // a load balancer that saw NOT_SERVING goes away
+	gb := c.next(t).GetGoodbye()
+	if gb.GetReason() != presencev1.GoodbyeReason_GOODBYE_REASON_SHUTDOWN || !gb.GetReconnect() || gb.GetReconnectAfter().AsDuration() < 100*time.Millisecond {
+		t.Fatalf("frame %v; want Goodbye SHUTDOWN with a reconnect hint", gb)
+	}
+	select {
+	case err := <-c.errc:
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("stream ended with %v; want Unavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream did not end")
+	}
+	select {
+	case err := <-shutdownDone:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if _, err := http.Get("http://" + d.HTTPAddr() + "/healthz"); err == nil {
+		t.Errorf("HTTP listener still answers after Shutdown")
+	}
+}
