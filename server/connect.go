@@ -91,7 +91,11 @@ func (srv *Server) Serve(conn Conn) error {
 
 // endStatus logs a session's end and returns the stream status for cause.
 func (srv *Server) endStatus(s *session, cause *EndError) error {
-	attrs := []slog.Attr{slog.String("reason", cause.Reason.String()), slog.String("code", cause.Reason.Code().String())}
+	code := cause.Reason.Code()
+	if cause.Reason == ReasonClientClosed {
+		code = codes.OK
+	}
+	attrs := []slog.Attr{slog.String("reason", cause.Reason.String()), slog.String("code", code.String())}
 	if s != nil {
 		attrs = append(attrs, slog.String("session", s.id), slog.String("uid", s.uid),
 			slog.Duration("duration", time.Since(s.connectedAt).Round(time.Millisecond)))
