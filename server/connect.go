@@ -70,13 +70,32 @@ func (srv *Server) Serve(conn Conn) error {
 
 	// Phase 2: identified. Register, then unregister on the way out.
 	now := time.Now()
-	s.id, s.uid, s.labels, s.connectedAt = newID(), id.GetUid(), id.GetLabels(), now
+	s.id, s.uid, s.labels, s.connectedAt = newID(), id.uid, id.labels, now
 	s.touch(now)
-	srv.reg.add(s)
+	if n := srv.total.Add(1); n > int64(srv.opts.MaxSessions) {
+		srv.total.Add(-1)
+		err := endf(ReasonLimit, "the server is full (%d sessions); reconnect later or to another server", srv.opts.MaxSessions)
+		s.end(err)
+		return srv.endStatus(nil, err)
+	}
+	defer srv.total.Add(-1)
+	replaced, refused := srv.reg.add(s, srv.opts.MaxSessionsPerUid, srv.opts.SessionsPerUidPolicy)
+	if refused {
+		err := endf(ReasonLimit, "uid %q already has %d sessions, the limit; close one first", s.uid, srv.opts.MaxSessionsPerUid)
+		s.end(err)
+		return srv.endStatus(nil, err)
+	}
 	defer srv.reg.remove(s)
+	if replaced != nil {
+		replaced.end(endf(ReasonReplaced, "a newer session of uid %q replaced this one (the limit is %d sessions per uid); do not reconnect automatically", s.uid, srv.opts.MaxSessionsPerUid))
+	}
 	if srv.isDraining() {
 		// Shutdown may have swept the registry before add; end here.
 		s.end(srv.shutdownCause())
+	}
+	if !id.expiresAt.IsZero() {
+		s.armExpiry(id.expiresAt)
+		defer s.stopExpiry()
 	}
 	s.enqueue(s.identifiedFrame())
 	close(s.identified)
@@ -115,25 +134,45 @@ func (srv *Server) endStatus(s *session, cause *EndError) error {
 	return status.Error(cause.Reason.Code(), cause.Msg)
 }
 
-// checkIdentify validates the first frame.
-func (srv *Server) checkIdentify(req *presencev1.ConnectRequest) (*presencev1.Identify, *EndError) {
+// identity is who a valid Identify says the client is.
+type identity struct {
+	uid       string
+	labels    map[string]string
+	expiresAt time.Time // zero: no expiry (no token, or a token without exp)
+}
+
+// checkIdentify validates the first frame and, unless in open development
+// mode, its token.
+func (srv *Server) checkIdentify(req *presencev1.ConnectRequest) (identity, *EndError) {
+	var id *presencev1.Identify
 	switch f := req.GetFrame().(type) {
 	case *presencev1.ConnectRequest_Identify:
-		if f.Identify == nil {
-			return nil, endf(ReasonInvalidFrame, "Identify is empty; set uid")
-		}
-		if err := validateUid(f.Identify.GetUid()); err != nil {
-			return nil, endf(ReasonInvalidFrame, "Identify.uid: %v", err)
-		}
-		if err := validateLabels(f.Identify.GetLabels()); err != nil {
-			return nil, endf(ReasonInvalidFrame, "Identify.labels: %v", err)
-		}
-		return f.Identify, nil
+		id = f.Identify
 	case nil:
-		return nil, frameError(req)
+		return identity{}, frameError(req)
 	default:
-		return nil, endf(ReasonProtocol, "the first frame must be Identify, not %s; send Identify first", frameName(req))
+		return identity{}, endf(ReasonProtocol, "the first frame must be Identify, not %s; send Identify first", frameName(req))
 	}
+	who := identity{uid: id.GetUid(), labels: id.GetLabels()}
+	if err := validateLabels(who.labels); err != nil {
+		return identity{}, endf(ReasonInvalidFrame, "Identify.labels: %v", err)
+	}
+	if srv.opts.Tokens != nil {
+		claims, err := srv.opts.Tokens.Verify(id.GetToken())
+		if err != nil {
+			return identity{}, endf(ReasonUnauthenticated, "Identify.token: %v; get a new token and reconnect", err)
+		}
+		if who.uid == "" {
+			who.uid = claims.Subject
+		} else if who.uid != claims.Subject {
+			return identity{}, endf(ReasonPermissionDenied, "Identify.uid %q is not the token's subject %q; identify as the token's uid", who.uid, claims.Subject)
+		}
+		who.expiresAt = claims.ExpiresAt
+	}
+	if err := validateUid(who.uid); err != nil {
+		return identity{}, endf(ReasonInvalidFrame, "Identify.uid: %v", err)
+	}
+	return who, nil
 }
 
 // readLoop is the session's only caller of Recv. It hands the first frame
@@ -151,6 +190,7 @@ func (s *session) readLoop(first chan<- *presencev1.ConnectRequest) {
 	case <-s.ctx.Done():
 		return
 	}
+	limit := newFrameLimiter(s.srv.opts.MaxFrameRate, s.srv.opts.FrameBurst, time.Now())
 	for {
 		req, err := s.conn.Recv()
 		if err != nil {
@@ -159,7 +199,17 @@ func (s *session) readLoop(first chan<- *presencev1.ConnectRequest) {
 		}
 		now := time.Now()
 		s.touch(now)
+		if !limit.allow(now) {
+			s.end(endf(ReasonLimit, "more than %g frames/s (bursts of %d) from the client; send Ping every heartbeat interval, not faster",
+				s.srv.opts.MaxFrameRate, s.srv.opts.FrameBurst))
+			return
+		}
 		switch f := req.GetFrame().(type) {
+		case *presencev1.ConnectRequest_RefreshToken:
+			if err := s.refresh(f.RefreshToken.GetToken()); err != nil {
+				s.end(err)
+				return
+			}
 		case *presencev1.ConnectRequest_Ping:
 			s.enqueue(newFrame(&presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Pong{Pong: &presencev1.Pong{
 				Seq: f.Ping.GetSeq(), ServerTime: timestamppb.New(now),
@@ -179,7 +229,7 @@ func frameError(req *presencev1.ConnectRequest) *EndError {
 	if len(req.ProtoReflect().GetUnknown()) > 0 {
 		return endf(ReasonUnknownFrame, "this server does not know the frame sent (a newer protocol?); upgrade the server or stop sending it")
 	}
-	return endf(ReasonInvalidFrame, "empty frame: set exactly one of identify or ping")
+	return endf(ReasonInvalidFrame, "empty frame: set exactly one of identify, ping or refresh_token")
 }
 
 func frameName(req *presencev1.ConnectRequest) string {
@@ -188,6 +238,8 @@ func frameName(req *presencev1.ConnectRequest) string {
 		return "Ping"
 	case *presencev1.ConnectRequest_Identify:
 		return "Identify"
+	case *presencev1.ConnectRequest_RefreshToken:
+		return "RefreshToken"
 	default:
 		return "an unknown frame"
 	}

@@ -20,11 +20,13 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fastOptions are short, real timers for tests that cross the wire.
+// fastOptions are test options: heartbeats long enough that a busy
+// machine never evicts a test client that does not ping (see
+// shortHeartbeat for the reaper's tests).
 func fastOptions() Options {
 	return Options{
-		HeartbeatInterval:       100 * time.Millisecond,
-		HeartbeatTimeout:        600 * time.Millisecond,
+		HeartbeatInterval:       10 * time.Second,
+		HeartbeatTimeout:        30 * time.Second,
 		ReapInterval:            100 * time.Millisecond,
 		IdentifyTimeout:         2 * time.Second,
 		GoodbyeTimeout:          500 * time.Millisecond,
@@ -32,6 +34,14 @@ func fastOptions() Options {
 		ShutdownReconnectJitter: 2 * time.Second,
 		Logger:                  slog.New(slog.DiscardHandler),
 	}
+}
+
+// shortHeartbeat sets short, real heartbeat timers for the reaper's tests.
+func shortHeartbeat(o Options) Options {
+	o.HeartbeatInterval = 100 * time.Millisecond
+	o.HeartbeatTimeout = 600 * time.Millisecond
+	o.ReapInterval = 100 * time.Millisecond
+	return o
 }
 
 // testServer is a real gRPC server on 127.0.0.1 with the presence services.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/presence-dev/presence/auth"
 )
 
 // Options configures a Server. The zero value of every field means "the
@@ -50,9 +52,61 @@ type Options struct {
 	ShutdownReconnectMin    time.Duration
 	ShutdownReconnectJitter time.Duration
 
+	// Tokens verifies the JWT in Identify and RefreshToken. Nil means open
+	// development mode: any uid is accepted and tokens are ignored (the
+	// daemon allows that only on loopback).
+	Tokens auth.TokenVerifier
+
+	// MaxSessionsPerUid bounds the live sessions of one uid. Default 8.
+	// What happens to the next one is SessionsPerUidPolicy.
+	MaxSessionsPerUid int
+	// SessionsPerUidPolicy is ReplaceOldest (default: the oldest session
+	// ends with Goodbye REPLACED, ABORTED, so a device that vanished without
+	// a goodbye never locks its user out) or RefuseNewest (the new stream
+	// ends with RESOURCE_EXHAUSTED).
+	SessionsPerUidPolicy UidPolicy
+	// MaxSessions bounds live sessions on this server; past it new streams
+	// end with RESOURCE_EXHAUSTED. Default 50,000.
+	MaxSessions int
+	// MaxFrameRate and FrameBurst bound client frames per session (a token
+	// bucket); a client past them is ended with RESOURCE_EXHAUSTED.
+	// Defaults 20 frames/s with bursts of 40: a client heartbeating every
+	// 10 s uses 0.1/s.
+	MaxFrameRate float64
+	FrameBurst   int
+
 	// Logger receives session start and end records. Default
 	// slog.Default().
 	Logger *slog.Logger
+}
+
+// UidPolicy says what happens when a uid already has MaxSessionsPerUid
+// sessions and another identifies.
+type UidPolicy int
+
+const (
+	// ReplaceOldest ends the uid's oldest session (Goodbye REPLACED).
+	ReplaceOldest UidPolicy = iota
+	// RefuseNewest refuses the new session (RESOURCE_EXHAUSTED).
+	RefuseNewest
+)
+
+// ParseUidPolicy parses "replace-oldest" or "refuse-newest".
+func ParseUidPolicy(s string) (UidPolicy, error) {
+	switch s {
+	case "replace-oldest":
+		return ReplaceOldest, nil
+	case "refuse-newest":
+		return RefuseNewest, nil
+	}
+	return 0, fmt.Errorf("sessions-per-uid policy %q: want replace-oldest or refuse-newest", s)
+}
+
+func (p UidPolicy) String() string {
+	if p == RefuseNewest {
+		return "refuse-newest"
+	}
+	return "replace-oldest"
 }
 
 // The defaults, in one place.
@@ -67,6 +121,10 @@ const (
 	DefaultGoodbyeTimeout          = time.Second
 	DefaultShutdownReconnectMin    = time.Second
 	DefaultShutdownReconnectJitter = 10 * time.Second
+	DefaultMaxSessionsPerUid       = 8
+	DefaultMaxSessions             = 50_000
+	DefaultMaxFrameRate            = 20
+	DefaultFrameBurst              = 40
 )
 
 // withDefaults returns o with every zero field set to its default.
@@ -91,6 +149,12 @@ func (o Options) withDefaults() Options {
 	setDur(&o.GoodbyeTimeout, DefaultGoodbyeTimeout)
 	setDur(&o.ShutdownReconnectMin, DefaultShutdownReconnectMin)
 	setDur(&o.ShutdownReconnectJitter, DefaultShutdownReconnectJitter)
+	setInt(&o.MaxSessionsPerUid, DefaultMaxSessionsPerUid)
+	setInt(&o.MaxSessions, DefaultMaxSessions)
+	setInt(&o.FrameBurst, DefaultFrameBurst)
+	if o.MaxFrameRate == 0 {
+		o.MaxFrameRate = DefaultMaxFrameRate
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -120,6 +184,9 @@ func (o Options) Validate() error {
 	}
 	if o.QueueMaxMessages < 1 || o.QueueMaxBytes < 1 || o.MaxPayloadBytes < 1 {
 		errs = append(errs, errors.New("queue and payload limits must be positive"))
+	}
+	if o.MaxSessionsPerUid < 1 || o.MaxSessions < 1 || o.MaxFrameRate <= 0 || o.FrameBurst < 1 {
+		errs = append(errs, errors.New("session limits and the frame rate must be positive"))
 	}
 	if o.ShutdownReconnectMin < 0 || o.ShutdownReconnectJitter < 0 {
 		errs = append(errs, errors.New("shutdown reconnect hints must not be negative"))

@@ -185,8 +185,6 @@ func TestConcurrentPushesKeepSeqOrder(t *testing.T) {
 func TestSlowConsumerIsEnded(t *testing.T) {
 	opts := fastOptions()
 	opts.QueueMaxMessages = 32
-	opts.HeartbeatTimeout = time.Minute // only the queue may end it
-	opts.HeartbeatInterval = 10 * time.Second
 	ended := make(chan *EndError, 4)
 	ts := startServer(t, opts)
 	ts.srv.hooks.ended = func(s *session, e *EndError) {

@@ -17,7 +17,7 @@ import (
 // its last frame, with Goodbye HEARTBEAT_TIMEOUT and UNAVAILABLE, and
 // leaves the registry.
 func TestReaperEndsSilentSession(t *testing.T) {
-	opts := fastOptions()
+	opts := shortHeartbeat(fastOptions())
 	ts := startServer(t, opts)
 	cc := ts.dial(t)
 	c, _ := connect(t, cc, "silent")
@@ -43,7 +43,7 @@ func TestReaperEndsSilentSession(t *testing.T) {
 // TestReaperSparesPingingSession proves a client that pings on time
 // survives several heartbeat timeouts, beside a silent one that is ended.
 func TestReaperSparesPingingSession(t *testing.T) {
-	opts := fastOptions()
+	opts := shortHeartbeat(fastOptions())
 	ts := startServer(t, opts)
 	cc := ts.dial(t)
 	alive, id := connect(t, cc, "alive")
@@ -73,7 +73,7 @@ func TestReaperSparesPingingSession(t *testing.T) {
 // TestReapSweep checks the sweep's bookkeeping without sockets: only
 // sessions silent past the timeout are ended, with the heartbeat reason.
 func TestReapSweep(t *testing.T) {
-	srv, err := New(fastOptions())
+	srv, err := New(shortHeartbeat(fastOptions()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestReapSweep(t *testing.T) {
 	mk := func(uid string, idle time.Duration) *session {
 		s := newTestSession(srv, uid)
 		s.touch(now.Add(-idle))
-		srv.reg.add(s)
+		srv.reg.add(s, 10, ReplaceOldest)
 		return s
 	}
 	fresh := mk("fresh", 100*time.Millisecond)

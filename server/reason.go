@@ -27,6 +27,7 @@ const (
 	ReasonInvalidFrame            // an empty frame or invalid Identify fields
 	ReasonUnknownFrame            // a client frame this server does not know
 	ReasonUnauthenticated         // bad, expired or missing token at Identify
+	ReasonPermissionDenied        // a valid token for another uid
 	ReasonTokenExpired            // the token expired on an open session
 	ReasonHeartbeatTimeout        // no client frame for the heartbeat timeout
 	ReasonSlowConsumer            // the outbound queue overflowed
@@ -45,6 +46,7 @@ var reasonNames = [...]string{
 	ReasonInvalidFrame:     "invalid_frame",
 	ReasonUnknownFrame:     "unknown_frame",
 	ReasonUnauthenticated:  "unauthenticated",
+	ReasonPermissionDenied: "permission_denied",
 	ReasonTokenExpired:     "token_expired",
 	ReasonHeartbeatTimeout: "heartbeat_timeout",
 	ReasonSlowConsumer:     "slow_consumer",
@@ -78,6 +80,8 @@ func (r Reason) Code() codes.Code {
 		return codes.Unimplemented
 	case ReasonUnauthenticated, ReasonTokenExpired:
 		return codes.Unauthenticated
+	case ReasonPermissionDenied:
+		return codes.PermissionDenied
 	case ReasonHeartbeatTimeout, ReasonShutdown, ReasonTransport:
 		return codes.Unavailable
 	case ReasonSlowConsumer, ReasonLimit:

@@ -2,6 +2,7 @@ package server
 
 import (
 	"hash/maphash"
+	"slices"
 	"sync"
 )
 
@@ -44,17 +45,28 @@ func (r *registry) shard(uid string) *shard {
 	return &r.shards[maphash.String(r.seed, uid)%registryShards]
 }
 
-// add registers s under its uid.
-func (r *registry) add(s *session) {
+// add registers s under its uid, keeping the uid's sessions oldest first.
+// When the uid already has max sessions, policy decides: ReplaceOldest
+// registers s and returns the oldest session for the caller to end;
+// RefuseNewest does not register s and returns refused.
+func (r *registry) add(s *session, max int, policy UidPolicy) (replaced *session, refused bool) {
 	sh := r.shard(s.uid)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	e := sh.uids[s.uid]
 	if e == nil {
 		e = &uidEntry{epoch: newEpoch()}
 		sh.uids[s.uid] = e
 	}
+	if len(e.sessions) >= max {
+		if policy == RefuseNewest {
+			return nil, true
+		}
+		replaced = e.sessions[0]
+		e.sessions = slices.Delete(e.sessions, 0, 1)
+	}
 	e.sessions = append(e.sessions, s)
-	sh.mu.Unlock()
+	return replaced, false
 }
 
 // remove unregisters s; the uid goes when its last session does.
@@ -66,14 +78,8 @@ func (r *registry) remove(s *session) {
 	if e == nil {
 		return
 	}
-	for i, x := range e.sessions {
-		if x == s {
-			last := len(e.sessions) - 1
-			e.sessions[i] = e.sessions[last]
-			e.sessions[last] = nil
-			e.sessions = e.sessions[:last]
-			break
-		}
+	if i := slices.Index(e.sessions, s); i >= 0 {
+		e.sessions = slices.Delete(e.sessions, i, i+1)
 	}
 	if len(e.sessions) == 0 {
 		delete(sh.uids, s.uid)

@@ -25,6 +25,7 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	reg   *registry
+	total atomic.Int64 // identified sessions, for MaxSessions
 	epoch string // names the broadcast sequence; new per process
 
 	// Broadcasts take bcastMu to number and queue in one step, so every

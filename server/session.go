@@ -39,6 +39,7 @@ type session struct {
 	writing     bool          // a writer goroutine is running
 	writerDone  chan struct{} // closed when the running writer exits
 	closed      bool          // the session is ending: no more pushes are accepted
+	expiry      *time.Timer   // ends the session when its token expires; nil without one
 }
 
 // end ends the session with cause. The first cause wins; later calls are

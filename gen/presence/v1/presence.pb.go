@@ -179,12 +179,13 @@ type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The frame. Exactly one must be set: an empty frame ends the stream with
 	// INVALID_ARGUMENT, and a frame this server does not know (a newer
-	// protocol) with UNIMPLEMENTED. Numbers 3 to 15 are kept for later frames.
+	// protocol) with UNIMPLEMENTED. Numbers 4 to 15 are kept for later frames.
 	//
 	// Types that are valid to be assigned to Frame:
 	//
 	//	*ConnectRequest_Identify
 	//	*ConnectRequest_Ping
+	//	*ConnectRequest_RefreshToken
 	Frame         isConnectRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -245,6 +246,15 @@ func (x *ConnectRequest) GetPing() *Ping {
 	return nil
 }
 
+func (x *ConnectRequest) GetRefreshToken() *RefreshToken {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_RefreshToken); ok {
+			return x.RefreshToken
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Frame interface {
 	isConnectRequest_Frame()
 }
@@ -260,17 +270,28 @@ type ConnectRequest_Ping struct {
 	Ping *Ping `protobuf:"bytes,2,opt,name=ping,proto3,oneof"`
 }
 
+type ConnectRequest_RefreshToken struct {
+	// RefreshToken replaces the session's token before it expires.
+	RefreshToken *RefreshToken `protobuf:"bytes,3,opt,name=refresh_token,json=refreshToken,proto3,oneof"`
+}
+
 func (*ConnectRequest_Identify) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Ping) isConnectRequest_Frame() {}
 
+func (*ConnectRequest_RefreshToken) isConnectRequest_Frame() {}
+
 // Identify says who the client is. It must be the first frame of a stream.
 type Identify struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The user id. 1 to 128 characters from A-Z, a-z, 0-9 and `._:@-`.
+	// The user id. 1 to 128 characters from A-Z, a-z, 0-9 and `._:@-`. May be
+	// empty when a token is given: the token's subject is the uid.
 	Uid string `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
-	// A signed token (JWT) proving the uid, when the server requires one.
-	// Ignored by a server in open development mode.
+	// A signed token (JWT) proving the uid: its subject (sub) must equal uid
+	// (or uid may be left empty to take the subject). Required unless the
+	// server runs in open development mode, which ignores it. A missing, bad
+	// or expired token ends the stream with UNAUTHENTICATED; a token for
+	// another uid with PERMISSION_DENIED.
 	Token string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
 	// Free-form labels describing this session, for example
 	// {"device": "phone"}. At most 16 labels, keys up to 64 and values up to
@@ -331,6 +352,56 @@ func (x *Identify) GetLabels() map[string]string {
 	return nil
 }
 
+// RefreshToken gives an open session a new token, so it can outlive the
+// one it identified with. The new token must prove the same uid. The server
+// answers with TokenRefreshed; a token it refuses ends the session with
+// UNAUTHENTICATED. Without a refresh, a session ends when its token expires
+// (Goodbye TOKEN_EXPIRED).
+type RefreshToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new token (JWT).
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshToken) Reset() {
+	*x = RefreshToken{}
+	mi := &file_presence_v1_presence_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshToken) ProtoMessage() {}
+
+func (x *RefreshToken) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshToken.ProtoReflect.Descriptor instead.
+func (*RefreshToken) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RefreshToken) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
 // Ping is a client heartbeat. The server answers with a Pong that echoes seq.
 type Ping struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -343,7 +414,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_presence_v1_presence_proto_msgTypes[2]
+	mi := &file_presence_v1_presence_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +426,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[2]
+	mi := &file_presence_v1_presence_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +439,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{2}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Ping) GetSeq() uint64 {
@@ -381,7 +452,7 @@ func (x *Ping) GetSeq() uint64 {
 // ConnectResponse is one frame from server to client.
 type ConnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The frame. Clients must ignore a frame they do not know: numbers 5 to 15
+	// The frame. Clients must ignore a frame they do not know: numbers 6 to 15
 	// are kept for later frames.
 	//
 	// Types that are valid to be assigned to Frame:
@@ -390,6 +461,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Pong
 	//	*ConnectResponse_Push
 	//	*ConnectResponse_Goodbye
+	//	*ConnectResponse_TokenRefreshed
 	Frame         isConnectResponse_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -397,7 +469,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[3]
+	mi := &file_presence_v1_presence_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +481,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[3]
+	mi := &file_presence_v1_presence_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +494,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{3}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConnectResponse) GetFrame() isConnectResponse_Frame {
@@ -468,6 +540,15 @@ func (x *ConnectResponse) GetGoodbye() *Goodbye {
 	return nil
 }
 
+func (x *ConnectResponse) GetTokenRefreshed() *TokenRefreshed {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectResponse_TokenRefreshed); ok {
+			return x.TokenRefreshed
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Frame interface {
 	isConnectResponse_Frame()
 }
@@ -493,6 +574,11 @@ type ConnectResponse_Goodbye struct {
 	Goodbye *Goodbye `protobuf:"bytes,4,opt,name=goodbye,proto3,oneof"`
 }
 
+type ConnectResponse_TokenRefreshed struct {
+	// TokenRefreshed answers RefreshToken.
+	TokenRefreshed *TokenRefreshed `protobuf:"bytes,5,opt,name=token_refreshed,json=tokenRefreshed,proto3,oneof"`
+}
+
 func (*ConnectResponse_Identified) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_Pong) isConnectResponse_Frame() {}
@@ -500,6 +586,8 @@ func (*ConnectResponse_Pong) isConnectResponse_Frame() {}
 func (*ConnectResponse_Push) isConnectResponse_Frame() {}
 
 func (*ConnectResponse_Goodbye) isConnectResponse_Frame() {}
+
+func (*ConnectResponse_TokenRefreshed) isConnectResponse_Frame() {}
 
 // Identified confirms Identify and gives the heartbeat settings.
 type Identified struct {
@@ -521,7 +609,7 @@ type Identified struct {
 
 func (x *Identified) Reset() {
 	*x = Identified{}
-	mi := &file_presence_v1_presence_proto_msgTypes[4]
+	mi := &file_presence_v1_presence_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +621,7 @@ func (x *Identified) String() string {
 func (*Identified) ProtoMessage() {}
 
 func (x *Identified) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[4]
+	mi := &file_presence_v1_presence_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +634,7 @@ func (x *Identified) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identified.ProtoReflect.Descriptor instead.
 func (*Identified) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{4}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Identified) GetSessionId() string {
@@ -577,6 +665,53 @@ func (x *Identified) GetHeartbeatTimeout() *durationpb.Duration {
 	return nil
 }
 
+// TokenRefreshed confirms RefreshToken.
+type TokenRefreshed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the new token expires; unset when it does not (or when the server
+	// runs in open development mode and checks no tokens).
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRefreshed) Reset() {
+	*x = TokenRefreshed{}
+	mi := &file_presence_v1_presence_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRefreshed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRefreshed) ProtoMessage() {}
+
+func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
+func (*TokenRefreshed) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TokenRefreshed) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 // Pong answers Ping.
 type Pong struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -590,7 +725,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_presence_v1_presence_proto_msgTypes[5]
+	mi := &file_presence_v1_presence_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +737,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[5]
+	mi := &file_presence_v1_presence_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +750,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{5}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Pong) GetSeq() uint64 {
@@ -665,7 +800,7 @@ type Push struct {
 
 func (x *Push) Reset() {
 	*x = Push{}
-	mi := &file_presence_v1_presence_proto_msgTypes[6]
+	mi := &file_presence_v1_presence_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +812,7 @@ func (x *Push) String() string {
 func (*Push) ProtoMessage() {}
 
 func (x *Push) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[6]
+	mi := &file_presence_v1_presence_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +825,7 @@ func (x *Push) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Push.ProtoReflect.Descriptor instead.
 func (*Push) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{6}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Push) GetId() string {
@@ -785,7 +920,7 @@ type BinaryPayload struct {
 
 func (x *BinaryPayload) Reset() {
 	*x = BinaryPayload{}
-	mi := &file_presence_v1_presence_proto_msgTypes[7]
+	mi := &file_presence_v1_presence_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +932,7 @@ func (x *BinaryPayload) String() string {
 func (*BinaryPayload) ProtoMessage() {}
 
 func (x *BinaryPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[7]
+	mi := &file_presence_v1_presence_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +945,7 @@ func (x *BinaryPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinaryPayload.ProtoReflect.Descriptor instead.
 func (*BinaryPayload) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{7}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BinaryPayload) GetContentType() string {
@@ -845,7 +980,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_presence_v1_presence_proto_msgTypes[8]
+	mi := &file_presence_v1_presence_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +992,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[8]
+	mi := &file_presence_v1_presence_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1005,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{8}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Goodbye) GetReason() GoodbyeReason {
@@ -919,7 +1054,7 @@ type SendToUidRequest struct {
 
 func (x *SendToUidRequest) Reset() {
 	*x = SendToUidRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[9]
+	mi := &file_presence_v1_presence_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1066,7 @@ func (x *SendToUidRequest) String() string {
 func (*SendToUidRequest) ProtoMessage() {}
 
 func (x *SendToUidRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[9]
+	mi := &file_presence_v1_presence_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1079,7 @@ func (x *SendToUidRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUidRequest.ProtoReflect.Descriptor instead.
 func (*SendToUidRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{9}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendToUidRequest) GetUid() string {
@@ -1018,7 +1153,7 @@ type SendToUidResponse struct {
 
 func (x *SendToUidResponse) Reset() {
 	*x = SendToUidResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[10]
+	mi := &file_presence_v1_presence_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1165,7 @@ func (x *SendToUidResponse) String() string {
 func (*SendToUidResponse) ProtoMessage() {}
 
 func (x *SendToUidResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[10]
+	mi := &file_presence_v1_presence_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1178,7 @@ func (x *SendToUidResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUidResponse.ProtoReflect.Descriptor instead.
 func (*SendToUidResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{10}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SendToUidResponse) GetPushId() string {
@@ -1097,7 +1232,7 @@ type BroadcastRequest struct {
 
 func (x *BroadcastRequest) Reset() {
 	*x = BroadcastRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[11]
+	mi := &file_presence_v1_presence_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1244,7 @@ func (x *BroadcastRequest) String() string {
 func (*BroadcastRequest) ProtoMessage() {}
 
 func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[11]
+	mi := &file_presence_v1_presence_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1257,7 @@ func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
 func (*BroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{11}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BroadcastRequest) GetPayload() isBroadcastRequest_Payload {
@@ -1187,7 +1322,7 @@ type BroadcastResponse struct {
 
 func (x *BroadcastResponse) Reset() {
 	*x = BroadcastResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[12]
+	mi := &file_presence_v1_presence_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1334,7 @@ func (x *BroadcastResponse) String() string {
 func (*BroadcastResponse) ProtoMessage() {}
 
 func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[12]
+	mi := &file_presence_v1_presence_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1347,7 @@ func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastResponse.ProtoReflect.Descriptor instead.
 func (*BroadcastResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{12}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BroadcastResponse) GetPushId() string {
@@ -1254,10 +1389,11 @@ var File_presence_v1_presence_proto protoreflect.FileDescriptor
 
 const file_presence_v1_presence_proto_rawDesc = "" +
 	"\n" +
-	"\x1apresence/v1/presence.proto\x12\vpresence.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n" +
+	"\x1apresence/v1/presence.proto\x12\vpresence.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n" +
 	"\x0eConnectRequest\x123\n" +
 	"\bidentify\x18\x01 \x01(\v2\x15.presence.v1.IdentifyH\x00R\bidentify\x12'\n" +
-	"\x04ping\x18\x02 \x01(\v2\x11.presence.v1.PingH\x00R\x04pingB\a\n" +
+	"\x04ping\x18\x02 \x01(\v2\x11.presence.v1.PingH\x00R\x04ping\x12@\n" +
+	"\rrefresh_token\x18\x03 \x01(\v2\x19.presence.v1.RefreshTokenH\x00R\frefreshTokenB\a\n" +
 	"\x05frame\"\xa8\x01\n" +
 	"\bIdentify\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x14\n" +
@@ -1265,16 +1401,19 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2!.presence.v1.Identify.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x18\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"$\n" +
+	"\fRefreshToken\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\x18\n" +
 	"\x04Ping\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xd9\x01\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xa1\x02\n" +
 	"\x0fConnectResponse\x129\n" +
 	"\n" +
 	"identified\x18\x01 \x01(\v2\x17.presence.v1.IdentifiedH\x00R\n" +
 	"identified\x12'\n" +
 	"\x04pong\x18\x02 \x01(\v2\x11.presence.v1.PongH\x00R\x04pong\x12'\n" +
 	"\x04push\x18\x03 \x01(\v2\x11.presence.v1.PushH\x00R\x04push\x120\n" +
-	"\agoodbye\x18\x04 \x01(\v2\x14.presence.v1.GoodbyeH\x00R\agoodbyeB\a\n" +
+	"\agoodbye\x18\x04 \x01(\v2\x14.presence.v1.GoodbyeH\x00R\agoodbye\x12F\n" +
+	"\x0ftoken_refreshed\x18\x05 \x01(\v2\x1b.presence.v1.TokenRefreshedH\x00R\x0etokenRefreshedB\a\n" +
 	"\x05frame\"\xcf\x01\n" +
 	"\n" +
 	"Identified\x12\x1d\n" +
@@ -1282,7 +1421,10 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\tR\x03uid\x12H\n" +
 	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12F\n" +
-	"\x11heartbeat_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\"U\n" +
+	"\x11heartbeat_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\"K\n" +
+	"\x0eTokenRefreshed\x129\n" +
+	"\n" +
+	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"U\n" +
 	"\x04Pong\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12;\n" +
 	"\vserver_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1356,62 +1498,67 @@ func file_presence_v1_presence_proto_rawDescGZIP() []byte {
 }
 
 var file_presence_v1_presence_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_presence_v1_presence_proto_goTypes = []any{
 	(PushScope)(0),                // 0: presence.v1.PushScope
 	(GoodbyeReason)(0),            // 1: presence.v1.GoodbyeReason
 	(*ConnectRequest)(nil),        // 2: presence.v1.ConnectRequest
 	(*Identify)(nil),              // 3: presence.v1.Identify
-	(*Ping)(nil),                  // 4: presence.v1.Ping
-	(*ConnectResponse)(nil),       // 5: presence.v1.ConnectResponse
-	(*Identified)(nil),            // 6: presence.v1.Identified
-	(*Pong)(nil),                  // 7: presence.v1.Pong
-	(*Push)(nil),                  // 8: presence.v1.Push
-	(*BinaryPayload)(nil),         // 9: presence.v1.BinaryPayload
-	(*Goodbye)(nil),               // 10: presence.v1.Goodbye
-	(*SendToUidRequest)(nil),      // 11: presence.v1.SendToUidRequest
-	(*SendToUidResponse)(nil),     // 12: presence.v1.SendToUidResponse
-	(*BroadcastRequest)(nil),      // 13: presence.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),     // 14: presence.v1.BroadcastResponse
-	nil,                           // 15: presence.v1.Identify.LabelsEntry
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 18: google.protobuf.Value
+	(*RefreshToken)(nil),          // 4: presence.v1.RefreshToken
+	(*Ping)(nil),                  // 5: presence.v1.Ping
+	(*ConnectResponse)(nil),       // 6: presence.v1.ConnectResponse
+	(*Identified)(nil),            // 7: presence.v1.Identified
+	(*TokenRefreshed)(nil),        // 8: presence.v1.TokenRefreshed
+	(*Pong)(nil),                  // 9: presence.v1.Pong
+	(*Push)(nil),                  // 10: presence.v1.Push
+	(*BinaryPayload)(nil),         // 11: presence.v1.BinaryPayload
+	(*Goodbye)(nil),               // 12: presence.v1.Goodbye
+	(*SendToUidRequest)(nil),      // 13: presence.v1.SendToUidRequest
+	(*SendToUidResponse)(nil),     // 14: presence.v1.SendToUidResponse
+	(*BroadcastRequest)(nil),      // 15: presence.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),     // 16: presence.v1.BroadcastResponse
+	nil,                           // 17: presence.v1.Identify.LabelsEntry
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 20: google.protobuf.Value
 }
 var file_presence_v1_presence_proto_depIdxs = []int32{
 	3,  // 0: presence.v1.ConnectRequest.identify:type_name -> presence.v1.Identify
-	4,  // 1: presence.v1.ConnectRequest.ping:type_name -> presence.v1.Ping
-	15, // 2: presence.v1.Identify.labels:type_name -> presence.v1.Identify.LabelsEntry
-	6,  // 3: presence.v1.ConnectResponse.identified:type_name -> presence.v1.Identified
-	7,  // 4: presence.v1.ConnectResponse.pong:type_name -> presence.v1.Pong
-	8,  // 5: presence.v1.ConnectResponse.push:type_name -> presence.v1.Push
-	10, // 6: presence.v1.ConnectResponse.goodbye:type_name -> presence.v1.Goodbye
-	16, // 7: presence.v1.Identified.heartbeat_interval:type_name -> google.protobuf.Duration
-	16, // 8: presence.v1.Identified.heartbeat_timeout:type_name -> google.protobuf.Duration
-	17, // 9: presence.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
-	0,  // 10: presence.v1.Push.scope:type_name -> presence.v1.PushScope
-	17, // 11: presence.v1.Push.sent_at:type_name -> google.protobuf.Timestamp
-	18, // 12: presence.v1.Push.data:type_name -> google.protobuf.Value
-	9,  // 13: presence.v1.Push.binary:type_name -> presence.v1.BinaryPayload
-	1,  // 14: presence.v1.Goodbye.reason:type_name -> presence.v1.GoodbyeReason
-	16, // 15: presence.v1.Goodbye.reconnect_after:type_name -> google.protobuf.Duration
-	18, // 16: presence.v1.SendToUidRequest.data:type_name -> google.protobuf.Value
-	9,  // 17: presence.v1.SendToUidRequest.binary:type_name -> presence.v1.BinaryPayload
-	17, // 18: presence.v1.SendToUidResponse.sent_at:type_name -> google.protobuf.Timestamp
-	18, // 19: presence.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
-	9,  // 20: presence.v1.BroadcastRequest.binary:type_name -> presence.v1.BinaryPayload
-	17, // 21: presence.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
-	2,  // 22: presence.v1.PresenceService.Connect:input_type -> presence.v1.ConnectRequest
-	11, // 23: presence.v1.BackendService.SendToUid:input_type -> presence.v1.SendToUidRequest
-	13, // 24: presence.v1.BackendService.Broadcast:input_type -> presence.v1.BroadcastRequest
-	5,  // 25: presence.v1.PresenceService.Connect:output_type -> presence.v1.ConnectResponse
-	12, // 26: presence.v1.BackendService.SendToUid:output_type -> presence.v1.SendToUidResponse
-	14, // 27: presence.v1.BackendService.Broadcast:output_type -> presence.v1.BroadcastResponse
-	25, // [25:28] is the sub-list for method output_type
-	22, // [22:25] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	5,  // 1: presence.v1.ConnectRequest.ping:type_name -> presence.v1.Ping
+	4,  // 2: presence.v1.ConnectRequest.refresh_token:type_name -> presence.v1.RefreshToken
+	17, // 3: presence.v1.Identify.labels:type_name -> presence.v1.Identify.LabelsEntry
+	7,  // 4: presence.v1.ConnectResponse.identified:type_name -> presence.v1.Identified
+	9,  // 5: presence.v1.ConnectResponse.pong:type_name -> presence.v1.Pong
+	10, // 6: presence.v1.ConnectResponse.push:type_name -> presence.v1.Push
+	12, // 7: presence.v1.ConnectResponse.goodbye:type_name -> presence.v1.Goodbye
+	8,  // 8: presence.v1.ConnectResponse.token_refreshed:type_name -> presence.v1.TokenRefreshed
+	18, // 9: presence.v1.Identified.heartbeat_interval:type_name -> google.protobuf.Duration
+	18, // 10: presence.v1.Identified.heartbeat_timeout:type_name -> google.protobuf.Duration
+	19, // 11: presence.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 12: presence.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
+	0,  // 13: presence.v1.Push.scope:type_name -> presence.v1.PushScope
+	19, // 14: presence.v1.Push.sent_at:type_name -> google.protobuf.Timestamp
+	20, // 15: presence.v1.Push.data:type_name -> google.protobuf.Value
+	11, // 16: presence.v1.Push.binary:type_name -> presence.v1.BinaryPayload
+	1,  // 17: presence.v1.Goodbye.reason:type_name -> presence.v1.GoodbyeReason
+	18, // 18: presence.v1.Goodbye.reconnect_after:type_name -> google.protobuf.Duration
+	20, // 19: presence.v1.SendToUidRequest.data:type_name -> google.protobuf.Value
+	11, // 20: presence.v1.SendToUidRequest.binary:type_name -> presence.v1.BinaryPayload
+	19, // 21: presence.v1.SendToUidResponse.sent_at:type_name -> google.protobuf.Timestamp
+	20, // 22: presence.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
+	11, // 23: presence.v1.BroadcastRequest.binary:type_name -> presence.v1.BinaryPayload
+	19, // 24: presence.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
+	2,  // 25: presence.v1.PresenceService.Connect:input_type -> presence.v1.ConnectRequest
+	13, // 26: presence.v1.BackendService.SendToUid:input_type -> presence.v1.SendToUidRequest
+	15, // 27: presence.v1.BackendService.Broadcast:input_type -> presence.v1.BroadcastRequest
+	6,  // 28: presence.v1.PresenceService.Connect:output_type -> presence.v1.ConnectResponse
+	14, // 29: presence.v1.BackendService.SendToUid:output_type -> presence.v1.SendToUidResponse
+	16, // 30: presence.v1.BackendService.Broadcast:output_type -> presence.v1.BroadcastResponse
+	28, // [28:31] is the sub-list for method output_type
+	25, // [25:28] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_presence_v1_presence_proto_init() }
@@ -1422,22 +1569,24 @@ func file_presence_v1_presence_proto_init() {
 	file_presence_v1_presence_proto_msgTypes[0].OneofWrappers = []any{
 		(*ConnectRequest_Identify)(nil),
 		(*ConnectRequest_Ping)(nil),
+		(*ConnectRequest_RefreshToken)(nil),
 	}
-	file_presence_v1_presence_proto_msgTypes[3].OneofWrappers = []any{
+	file_presence_v1_presence_proto_msgTypes[4].OneofWrappers = []any{
 		(*ConnectResponse_Identified)(nil),
 		(*ConnectResponse_Pong)(nil),
 		(*ConnectResponse_Push)(nil),
 		(*ConnectResponse_Goodbye)(nil),
+		(*ConnectResponse_TokenRefreshed)(nil),
 	}
-	file_presence_v1_presence_proto_msgTypes[6].OneofWrappers = []any{
+	file_presence_v1_presence_proto_msgTypes[8].OneofWrappers = []any{
 		(*Push_Data)(nil),
 		(*Push_Binary)(nil),
 	}
-	file_presence_v1_presence_proto_msgTypes[9].OneofWrappers = []any{
+	file_presence_v1_presence_proto_msgTypes[11].OneofWrappers = []any{
 		(*SendToUidRequest_Data)(nil),
 		(*SendToUidRequest_Binary)(nil),
 	}
-	file_presence_v1_presence_proto_msgTypes[11].OneofWrappers = []any{
+	file_presence_v1_presence_proto_msgTypes[13].OneofWrappers = []any{
 		(*BroadcastRequest_Data)(nil),
 		(*BroadcastRequest_Binary)(nil),
 	}
@@ -1447,7 +1596,7 @@ func file_presence_v1_presence_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_presence_v1_presence_proto_rawDesc), len(file_presence_v1_presence_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
