@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,12 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/presence-dev/presence/auth"
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 	"github.com/presence-dev/presence/server"
 )
 
@@ -35,6 +38,23 @@ type Config struct {
 	// HTTPAddr is the HTTP listener (REST, health, OpenAPI). Default
 	// 127.0.0.1:8080. "off" disables it.
 	HTTPAddr string
+	// BackendGRPCAddr, when set, serves the backend API on its own gRPC
+	// listener (for an internal network) and no longer on GRPCAddr.
+	BackendGRPCAddr string
+	// BackendHTTPAddr, when set, serves the REST facade, /metrics and
+	// /openapi.json on their own HTTP listener and no longer on HTTPAddr.
+	BackendHTTPAddr string
+
+	// APIKeys open the backend API ("authorization: Bearer <key>"). Nil
+	// with a nil Server.Tokens is open development mode, allowed only when
+	// every listener is on loopback (or Insecure is set).
+	APIKeys *auth.APIKeys
+	// Insecure allows running without tokens or keys on non-loopback
+	// listeners. Logged loudly.
+	Insecure bool
+	// TLSCertFile and TLSKeyFile, when set, serve TLS on every listener.
+	TLSCertFile string
+	TLSKeyFile  string
 
 	// Server configures sessions, queues and the reaper.
 	Server server.Options
@@ -124,16 +144,15 @@ type Daemon struct {
 	cfg    Config
 	log    *slog.Logger
 	srv    *server.Server
-	gs     *grpc.Server
-	health *health.Server
+	health *health.Server // shared by every gRPC server
 	// metrics is this daemon's own registry (not the global one), so
 	// several daemons can run in one process.
 	metrics *prometheus.Registry
 
-	grpcLis net.Listener
-	httpLis net.Listener
-	hs      *http.Server     // nil when HTTP is off
-	gwConn  *grpc.ClientConn // the gateway's connection to our own gRPC listener
+	public  *grpcListener // Connect (and the backend API unless split)
+	backend *grpcListener // the backend API when BackendGRPCAddr is set; else nil
+	https   []*httpListener
+	gwConn  *grpc.ClientConn // the gateway's connection to the gRPC server with the backend API
 
 	draining atomic.Bool // /healthz answers 503 once set
 	errc     chan error  // serve errors; buffered
@@ -141,15 +160,33 @@ type Daemon struct {
 	shutErr  error
 }
 
+type grpcListener struct {
+	lis net.Listener
+	gs  *grpc.Server
+}
+
+type httpListener struct {
+	lis net.Listener
+	hs  *http.Server
+}
+
 // Start listens and serves until Shutdown. On error nothing is left
 // running.
 func Start(cfg Config) (d *Daemon, err error) {
 	cfg = cfg.withDefaults()
+	if err := cfg.checkSecurity(); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := cfg.serverTLS()
+	if err != nil {
+		return nil, err
+	}
 	srv, err := server.New(cfg.Server)
 	if err != nil {
 		return nil, fmt.Errorf("server options: %w", err)
 	}
-	d = &Daemon{cfg: cfg, log: cfg.Logger, srv: srv, errc: make(chan error, 2), metrics: prometheus.NewRegistry()}
+	d = &Daemon{cfg: cfg, log: cfg.Logger, srv: srv, errc: make(chan error, 4), metrics: prometheus.NewRegistry(),
+		health: health.NewServer()}
 	d.metrics.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -160,52 +197,117 @@ func Start(cfg Config) (d *Daemon, err error) {
 		}
 	}()
 
-	if d.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("gRPC listener: %w", err)
+	split := cfg.BackendGRPCAddr != ""
+	if d.public, err = d.listenGRPC("gRPC", cfg.GRPCAddr, tlsCfg, !split); err != nil {
+		return nil, err
 	}
-	d.gs = grpc.NewServer(cfg.grpcOptions()...)
-	srv.Register(d.gs)
-	d.health = health.NewServer()
-	healthpb.RegisterHealthServer(d.gs, d.health)
-	reflection.Register(d.gs)
-
-	if cfg.HTTPAddr != "off" {
-		if d.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-			return nil, fmt.Errorf("HTTP listener: %w", err)
+	presencev1.RegisterPresenceServiceServer(d.public.gs, srv)
+	backendGRPC := d.public
+	if split {
+		if d.backend, err = d.listenGRPC("backend gRPC", cfg.BackendGRPCAddr, tlsCfg, true); err != nil {
+			return nil, err
 		}
-		d.gwConn, err = grpc.NewClient(dialTarget(d.grpcLis.Addr()),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
+		backendGRPC = d.backend
+	}
+	presencev1.RegisterBackendServiceServer(backendGRPC.gs, srv)
+
+	// The REST facade and /metrics go on the backend HTTP listener when
+	// there is one, else on the main HTTP listener.
+	restAddr := cfg.BackendHTTPAddr
+	if restAddr == "" {
+		restAddr = cfg.HTTPAddr
+	}
+	if restAddr != "off" {
+		if d.gwConn, err = grpc.NewClient(dialTarget(backendGRPC.lis.Addr()), cfg.gatewayDialCreds(tlsCfg)); err != nil {
 			return nil, fmt.Errorf("gateway client: %w", err)
 		}
-		h, err := d.httpHandler(context.Background())
+	}
+	if cfg.HTTPAddr != "off" {
+		h, err := d.httpHandler(context.Background(), cfg.BackendHTTPAddr == "")
 		if err != nil {
 			return nil, err
 		}
-		d.hs = &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       120 * time.Second,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		if err := d.listenHTTP("HTTP", cfg.HTTPAddr, h, tlsCfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.BackendHTTPAddr != "" && cfg.BackendHTTPAddr != "off" {
+		h, err := d.httpHandler(context.Background(), true)
+		if err != nil {
+			return nil, err
+		}
+		if err := d.listenHTTP("backend HTTP", cfg.BackendHTTPAddr, h, tlsCfg); err != nil {
+			return nil, err
 		}
 	}
 
-	go func() { d.errc <- d.gs.Serve(d.grpcLis) }()
-	if d.hs != nil {
+	for _, g := range []*grpcListener{d.public, d.backend} {
+		if g != nil {
+			go func() { d.errc <- g.gs.Serve(g.lis) }()
+		}
+	}
+	for _, h := range d.https {
 		go func() {
-			if err := d.hs.Serve(d.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if tlsCfg != nil {
+				err = h.hs.ServeTLS(h.lis, "", "")
+			} else {
+				err = h.hs.Serve(h.lis)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
 				d.errc <- err
 			}
 		}()
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	attrs := []any{"grpc", d.GRPCAddr()}
-	if d.hs != nil {
-		attrs = append(attrs, "http", d.HTTPAddr())
+	attrs := []any{"grpc", d.GRPCAddr(), "tls", tlsCfg != nil}
+	if d.backend != nil {
+		attrs = append(attrs, "backend_grpc", d.backend.lis.Addr().String())
+	}
+	for i, h := range d.https {
+		attrs = append(attrs, fmt.Sprintf("http%d", i), h.lis.Addr().String())
 	}
 	d.log.Info("presenced listening", attrs...)
+	d.logSecurity()
 	return d, nil
+}
+
+// listenGRPC opens a gRPC listener with health and reflection, requiring
+// the API key for the backend API when withKeys and keys are configured.
+func (d *Daemon) listenGRPC(name, addr string, tlsCfg *tls.Config, withKeys bool) (*grpcListener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener: %w", name, err)
+	}
+	opts := d.cfg.grpcOptions()
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	if withKeys && d.cfg.APIKeys != nil {
+		unary, stream := d.cfg.APIKeys.Interceptors("/" + presencev1.BackendService_ServiceDesc.ServiceName + "/")
+		opts = append(opts, grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
+	}
+	g := &grpcListener{lis: lis, gs: grpc.NewServer(opts...)}
+	healthpb.RegisterHealthServer(g.gs, d.health)
+	reflection.Register(g.gs)
+	return g, nil
+}
+
+// listenHTTP opens an HTTP listener hardened like any public HTTP server.
+func (d *Daemon) listenHTTP(name, addr string, h http.Handler, tlsCfg *tls.Config) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s listener: %w", name, err)
+	}
+	d.https = append(d.https, &httpListener{lis: lis, hs: &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(d.cfg.Logger.Handler(), slog.LevelWarn),
+	}})
+	return nil
 }
 
 // grpcOptions are the gRPC server's transport options.
@@ -251,15 +353,31 @@ func dialTarget(a net.Addr) string {
 // Server returns the presence server.
 func (d *Daemon) Server() *server.Server { return d.srv }
 
-// GRPCAddr is the gRPC listener's address.
-func (d *Daemon) GRPCAddr() string { return d.grpcLis.Addr().String() }
+// GRPCAddr is the main gRPC listener's address.
+func (d *Daemon) GRPCAddr() string { return d.public.lis.Addr().String() }
 
-// HTTPAddr is the HTTP listener's address, or "" when HTTP is off.
+// BackendGRPCAddr is the gRPC address serving the backend API.
+func (d *Daemon) BackendGRPCAddr() string {
+	if d.backend != nil {
+		return d.backend.lis.Addr().String()
+	}
+	return d.GRPCAddr()
+}
+
+// HTTPAddr is the main HTTP listener's address, or "" when it is off.
 func (d *Daemon) HTTPAddr() string {
-	if d.httpLis == nil {
+	if d.cfg.HTTPAddr == "off" || len(d.https) == 0 {
 		return ""
 	}
-	return d.httpLis.Addr().String()
+	return d.https[0].lis.Addr().String()
+}
+
+// BackendHTTPAddr is the HTTP address serving the REST facade, or "".
+func (d *Daemon) BackendHTTPAddr() string {
+	if d.cfg.BackendHTTPAddr != "" && d.cfg.BackendHTTPAddr != "off" {
+		return d.https[len(d.https)-1].lis.Addr().String()
+	}
+	return d.HTTPAddr()
 }
 
 // Err delivers an error if a listener stops serving on its own.
@@ -283,27 +401,32 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		if err := d.srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("ending sessions: %w", err))
 		}
-		if d.hs != nil {
-			if err := d.hs.Shutdown(ctx); err != nil {
+		for _, h := range d.https {
+			if err := h.hs.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("HTTP shutdown: %w", err))
-				d.hs.Close()
+				h.hs.Close()
 			}
 		}
 		// Sessions are gone; what is left are unary calls, which finish
 		// quickly, and health Watch streams, which end only when their
 		// clients hang up. Wait a little for both, then stop hard.
 		stopped := make(chan struct{})
-		go func() { d.gs.GracefulStop(); close(stopped) }()
+		go func() {
+			for _, g := range d.grpcServers() {
+				g.GracefulStop()
+			}
+			close(stopped)
+		}()
 		grace := time.NewTimer(d.cfg.GracefulStopTimeout)
 		defer grace.Stop()
 		select {
 		case <-stopped:
 		case <-grace.C:
 			d.log.Warn("gRPC streams still open after the graceful stop timeout; closing them", "timeout", d.cfg.GracefulStopTimeout)
-			d.gs.Stop()
+			d.stopGRPC()
 			<-stopped
 		case <-ctx.Done():
-			d.gs.Stop()
+			d.stopGRPC()
 			<-stopped
 			errs = append(errs, errors.New("gRPC graceful stop timed out; stopped hard"))
 		}
@@ -316,16 +439,34 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	return d.shutErr
 }
 
+func (d *Daemon) grpcServers() []*grpc.Server {
+	var gs []*grpc.Server
+	for _, g := range []*grpcListener{d.public, d.backend} {
+		if g != nil {
+			gs = append(gs, g.gs)
+		}
+	}
+	return gs
+}
+
+func (d *Daemon) stopGRPC() {
+	for _, g := range d.grpcServers() {
+		g.Stop()
+	}
+}
+
 // closeAll releases whatever Start had opened when Start fails.
 func (d *Daemon) closeAll() {
 	if d.gwConn != nil {
 		d.gwConn.Close()
 	}
-	if d.httpLis != nil {
-		d.httpLis.Close()
+	for _, h := range d.https {
+		h.lis.Close()
 	}
-	if d.grpcLis != nil {
-		d.grpcLis.Close()
+	for _, g := range []*grpcListener{d.public, d.backend} {
+		if g != nil {
+			g.lis.Close()
+		}
 	}
 	d.srv.Close()
 }

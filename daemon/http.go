@@ -15,9 +15,22 @@ import (
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
 
-// httpHandler is the HTTP listener's handler: the REST facade under /v1/,
-// /healthz and /openapi.json.
-func (d *Daemon) httpHandler(ctx context.Context) (http.Handler, error) {
+// httpHandler is an HTTP listener's handler: /healthz always; with
+// backend, also the REST facade under /v1/, /metrics and /openapi.json.
+func (d *Daemon) httpHandler(ctx context.Context, backend bool) (http.Handler, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if d.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "draining")
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	if !backend {
+		return mux, nil
+	}
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
 			Marshaler: &runtime.JSONPb{
@@ -31,17 +44,7 @@ func (d *Daemon) httpHandler(ctx context.Context) (http.Handler, error) {
 		return nil, fmt.Errorf("REST facade: %w", err)
 	}
 
-	mux := http.NewServeMux()
 	mux.Handle("/v1/", limitBody(gw, d.cfg.MaxBodyBytes))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if d.draining.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, "draining")
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -55,7 +58,9 @@ func (d *Daemon) httpHandler(ctx context.Context) (http.Handler, error) {
 func limitBody(h http.Handler, max int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > max {
-			http.Error(w, fmt.Sprintf(`{"code":3,"message":"request body is %d bytes; the limit is %d"}`, r.ContentLength, max), http.StatusRequestEntityTooLarge)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			fmt.Fprintf(w, `{"code":8,"message":"request body is %d bytes; the limit is %d","details":[]}`+"\n", r.ContentLength, max)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, max)

@@ -38,6 +38,7 @@ func run(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg daemon.Config
 	logFormat := bindFlags(fs, &cfg)
+	sec := bindSecurityFlags(fs, &cfg)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: presenced [flags]\n\nRuns the presence service. Every flag also reads PRESENCE_<NAME> from the environment.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -50,6 +51,9 @@ func run(args []string, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q; presenced takes only flags", fs.Args())
+	}
+	if err := sec.apply(&cfg); err != nil {
+		return err
 	}
 
 	var h slog.Handler

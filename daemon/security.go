@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// devMode reports whether the daemon runs without client tokens or without
+// API keys.
+func (c Config) devMode() (noTokens, noKeys bool) {
+	return c.Server.Tokens == nil, c.APIKeys == nil
+}
+
+// addrs lists every configured listener address.
+func (c Config) addrs() []string {
+	var out []string
+	for _, a := range []string{c.GRPCAddr, c.HTTPAddr, c.BackendGRPCAddr, c.BackendHTTPAddr} {
+		if a != "" && a != "off" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// isLoopback reports whether a listen address binds loopback only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkSecurity refuses to listen beyond loopback without client tokens
+// and API keys, unless Insecure is set.
+func (c Config) checkSecurity() error {
+	noTokens, noKeys := c.devMode()
+	if !noTokens && !noKeys || c.Insecure {
+		return nil
+	}
+	for _, a := range c.addrs() {
+		if !isLoopback(a) {
+			var missing []string
+			if noTokens {
+				missing = append(missing, "--token-secret-file (or --token-secret, or --token-public-key-file)")
+			}
+			if noKeys {
+				missing = append(missing, "--api-key-file (or --api-key)")
+			}
+			return fmt.Errorf("refusing to listen on %s, which is not loopback, without %s: anyone who reaches it could read any user's pushes or push to everyone; set them, listen on 127.0.0.1, or pass --insecure to run open anyway",
+				a, strings.Join(missing, " and "))
+		}
+	}
+	return nil
+}
+
+// logSecurity says at start what the daemon allows.
+func (d *Daemon) logSecurity() {
+	noTokens, noKeys := d.cfg.devMode()
+	switch {
+	case !noTokens && !noKeys:
+		d.log.Info("security: clients need a signed token; the backend API needs an API key")
+	case d.cfg.Insecure:
+		d.log.Warn("INSECURE: --insecure is set and tokens or API keys are missing on non-loopback listeners; anyone who reaches this server can impersonate users or push to everyone",
+			"client_tokens", !noTokens, "api_keys", !noKeys)
+	default:
+		d.log.Warn("open development mode: allowed because every listener is on loopback",
+			"any_uid_accepted", noTokens, "backend_api_open", noKeys)
+	}
+}
+
+// serverTLS loads the certificate, or returns nil for plaintext.
+func (c Config) serverTLS() (*tls.Config, error) {
+	if c.TLSCertFile == "" && c.TLSKeyFile == "" {
+		return nil, nil
+	}
+	if c.TLSCertFile == "" || c.TLSKeyFile == "" {
+		return nil, errors.New("TLS needs both --tls-cert and --tls-key")
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2", "http/1.1"},
+	}, nil
+}
+
+// gatewayDialCreds are the credentials the REST gateway dials its own gRPC
+// listener with: plaintext, or TLS pinned to the daemon's own certificate
+// (the listener may be on a wildcard address no certificate names).
+func (c Config) gatewayDialCreds(server *tls.Config) grpc.DialOption {
+	if server == nil {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	own := server.Certificates[0].Certificate[0]
+	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // replaced by the pin below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, own) {
+				return errors.New("gateway: the gRPC listener did not present this daemon's certificate")
+			}
+			return nil
+		},
+	}))
+}
