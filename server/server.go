@@ -26,7 +26,7 @@ type Server struct {
 	log   *slog.Logger
 	reg   *registry
 	total atomic.Int64 // identified sessions, for MaxSessions
-	epoch string // names the broadcast sequence; new per process
+	epoch string       // names the broadcast sequence; new per process
 
 	// Broadcasts take bcastMu to number and queue in one step, so every
 	// session sees broadcasts in seq order.
