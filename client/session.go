@@ -1,0 +1,252 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// sessionResult is how one connection attempt ended.
+type sessionResult struct {
+	sessionID    string              // "" when the attempt never got Identified
+	connectedFor time.Duration       // how long the session was identified
+	err          error               // why it ended; never nil
+	goodbye      *presencev1.Goodbye // the server's Goodbye, if it sent one
+}
+
+// session is one Connect stream.
+//
+// Goroutines: connectOnce (the client's supervisor) opens the stream, sends
+// Identify, reads frames until Identified, then starts the reader and the
+// writer and becomes the watchdog; when the session's context ends it
+// waits for both before it returns. Cancelling the context (with a cause)
+// is how anything ends the session, and it releases a reader or writer
+// blocked on the wire.
+type session struct {
+	// Set before the reader and writer start, read-only after.
+	stream    presencev1.PresenceService_ConnectClient
+	ctx       context.Context
+	cancel    context.CancelCauseFunc // first cause wins
+	onPush    func(*Push)
+	id        string        // the session id from Identified
+	uid       string        // the uid from Identified
+	interval  time.Duration // how often to Ping, as the server announced
+	timeout   time.Duration // how long the server may stay silent, as announced
+	startedAt time.Time     // origin of lastFrame, for a monotonic clock
+
+	// Written by the reader, read by the watchdog.
+	lastFrame   atomic.Int64 // time since startedAt of the last frame received
+	dispatching atomic.Bool  // the reader is in OnPush, not waiting on the server
+
+	// Owned by the reader while it runs (by connectOnce before and after).
+	goodbye *presencev1.Goodbye
+}
+
+// connectOnce makes one connection attempt and, when it succeeds, runs the
+// session until it ends. It reports StateConnected itself; the caller
+// reports the rest.
+//
+// Each attempt dials a new grpc.ClientConn and closes it at the end. So the
+// client's backoff is the only one (grpc-go's own reconnect backoff, up to
+// 120 s, never stacks on it), and a connection found dead by the watchdog is
+// never reused: grpc-go cannot tell that a silent TCP connection is dead,
+// and a new stream on it would hang the same way.
+func (c *Client) connectOnce(ctx context.Context) (res sessionResult) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	handshake := time.AfterFunc(c.cfg.HandshakeTimeout, func() {
+		cancel(fmt.Errorf("%w (%v)", ErrHandshakeTimeout, c.cfg.HandshakeTimeout))
+	})
+	defer handshake.Stop()
+	// failed returns the reason an attempt failed with err: the context's
+	// cause when the context ended it (a timeout, Close), else err.
+	failed := func(err error) sessionResult {
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause
+		}
+		return sessionResult{err: err}
+	}
+
+	token, err := c.cfg.token(ctx)
+	if err != nil {
+		return failed(err)
+	}
+	cc, err := grpc.NewClient(c.cfg.Target, c.cfg.DialOptions...)
+	if err != nil {
+		return failed(fmt.Errorf("client target %q: %w", c.cfg.Target, err))
+	}
+	defer cc.Close()
+	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(ctx)
+	if err != nil {
+		return failed(err)
+	}
+	s := &session{stream: stream, ctx: ctx, cancel: cancel, onPush: c.cfg.OnPush, startedAt: time.Now()}
+	if err := s.identify(c.cfg.UID, token, c.cfg.Labels); err != nil {
+		return sessionResult{err: failed(err).err, goodbye: s.goodbye}
+	}
+	if !handshake.Stop() {
+		// The timer fired as Identified arrived: the context is done.
+		return sessionResult{err: context.Cause(ctx), goodbye: s.goodbye}
+	}
+
+	connectedAt := time.Now()
+	c.report(StateChange{State: StateConnected, SessionID: s.id, UID: s.uid})
+	var wg sync.WaitGroup
+	wg.Go(s.readLoop)
+	wg.Go(s.writeLoop)
+	s.watch()
+	wg.Wait()
+	return sessionResult{
+		sessionID:    s.id,
+		connectedFor: time.Since(connectedAt),
+		err:          context.Cause(ctx),
+		goodbye:      s.goodbye,
+	}
+}
+
+// identify sends Identify and reads frames until Identified, then records
+// the session id and heartbeat settings. It is bounded by the handshake
+// timer that cancels s.ctx.
+func (s *session) identify(uid, token string, labels map[string]string) error {
+	err := s.stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{
+		Uid: uid, Token: token, Labels: labels,
+	}}})
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	// On io.EOF the server has ended the stream; Recv returns its status.
+	for {
+		m, err := s.stream.Recv()
+		if err != nil {
+			return recvError(err)
+		}
+		switch f := m.GetFrame().(type) {
+		case *presencev1.ConnectResponse_Identified:
+			s.id, s.uid = f.Identified.GetSessionId(), f.Identified.GetUid()
+			s.interval = f.Identified.GetHeartbeatInterval().AsDuration()
+			s.timeout = f.Identified.GetHeartbeatTimeout().AsDuration()
+			if s.timeout <= 0 {
+				s.timeout = DefaultHeartbeatTimeout
+			}
+			if s.interval <= 0 {
+				s.interval = min(DefaultHeartbeatInterval, s.timeout/3)
+			}
+			s.touch()
+			return nil
+		case *presencev1.ConnectResponse_Goodbye:
+			s.goodbye = f.Goodbye
+		}
+		// Any other frame before Identified is ignored, as unknown
+		// frames are.
+	}
+}
+
+// readLoop is the session's only caller of Recv after Identified. It
+// records every frame as a sign of life, hands pushes to OnPush in order,
+// keeps the Goodbye, and ends the session with the stream's status.
+func (s *session) readLoop() {
+	for {
+		m, err := s.stream.Recv()
+		if err != nil {
+			s.cancel(recvError(err))
+			return
+		}
+		s.touch()
+		switch f := m.GetFrame().(type) {
+		case *presencev1.ConnectResponse_Push:
+			if s.onPush != nil && s.ctx.Err() == nil {
+				s.dispatching.Store(true)
+				s.onPush(&Push{SessionID: s.id, Msg: f.Push})
+				s.touch()
+				s.dispatching.Store(false)
+			}
+		case *presencev1.ConnectResponse_Goodbye:
+			s.goodbye = f.Goodbye
+		case *presencev1.ConnectResponse_Pong:
+			// A sign of life; touch did the work.
+		}
+		// Frames this client does not know are ignored (forward
+		// compatibility).
+	}
+}
+
+// writeLoop is the session's only caller of Send after Identify: it sends a
+// Ping with a growing seq every heartbeat interval. Frames added later
+// (token refresh, acks) go through here too.
+func (s *session) writeLoop() {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	var seq uint64
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		seq++
+		err := s.stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ping{Ping: &presencev1.Ping{Seq: seq}}})
+		if err != nil {
+			// io.EOF: the stream has ended and the reader gets its
+			// status. Anything else came from this side; end with it.
+			if !errors.Is(err, io.EOF) {
+				s.cancel(err)
+			}
+			return
+		}
+	}
+}
+
+// watch is the application-level liveness check: it ends the session with
+// ErrServerSilent when no frame has arrived for the announced heartbeat
+// timeout. It returns when the session's context ends. One timer, re-armed
+// only when it fires, for the time left until the deadline the last frame
+// set: frames themselves touch no timer.
+func (s *session) watch() {
+	t := time.NewTimer(s.timeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.dispatching.Load() {
+			// The reader is in OnPush, not waiting on the server: a slow
+			// handler is not a silent server.
+			t.Reset(s.timeout)
+			continue
+		}
+		silent := s.sinceLastFrame()
+		if silent >= s.timeout {
+			s.cancel(fmt.Errorf("%w: silent for %v (heartbeat timeout %v)", ErrServerSilent, silent.Round(time.Millisecond), s.timeout))
+			return
+		}
+		t.Reset(s.timeout - silent)
+	}
+}
+
+// touch records that a frame arrived (or OnPush returned) now.
+func (s *session) touch() { s.lastFrame.Store(int64(time.Since(s.startedAt))) }
+
+// sinceLastFrame is how long ago the last frame arrived.
+func (s *session) sinceLastFrame() time.Duration {
+	return time.Since(s.startedAt) - time.Duration(s.lastFrame.Load())
+}
+
+// recvError maps a Recv error to why the session ended: io.EOF (the server
+// returned without an error status) becomes ErrStreamEnded; a status is
+// kept as it is.
+func recvError(err error) error {
+	if errors.Is(err, io.EOF) {
+		return ErrStreamEnded
+	}
+	return err
+}
