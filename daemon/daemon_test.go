@@ -80,7 +80,8 @@ type client struct {
 	stream presencev1.PresenceService_ConnectClient
 }
 
-func connect(t *testing.T, cc *grpc.ClientConn, uid string) *client {
+// connect opens a stream and identifies as uid, with token if given.
+func connect(t *testing.T, cc *grpc.ClientConn, uid string, token ...string) *client {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(ctx)
@@ -102,7 +103,11 @@ func connect(t *testing.T, cc *grpc.ClientConn, uid string) *client {
 		}
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	if err := stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: uid}}}); err != nil {
+	id := &presencev1.Identify{Uid: uid}
+	if len(token) > 0 {
+		id.Token = token[0]
+	}
+	if err := stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: id}}); err != nil {
 		t.Fatal(err)
 	}
 	if f := c.next(t); f.GetIdentified() == nil {

@@ -32,13 +32,8 @@ func (d *Daemon) httpHandler(ctx context.Context, backend bool) (http.Handler, e
 		return mux, nil
 	}
 	gw := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
-			Marshaler: &runtime.JSONPb{
-				MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
-				// A misspelt field is an error, not silently dropped.
-				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-			},
-		}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: restMarshaler()}),
+		runtime.WithRoutingErrorHandler(routingError),
 	)
 	if err := presencev1.RegisterBackendServiceHandlerClient(ctx, gw, presencev1.NewBackendServiceClient(d.gwConn)); err != nil {
 		return nil, fmt.Errorf("REST facade: %w", err)
@@ -51,6 +46,28 @@ func (d *Daemon) httpHandler(ctx context.Context, backend bool) (http.Handler, e
 		w.Write(openapi.JSON)
 	})
 	return mux, nil
+}
+
+// routingError answers requests no route matches: 404 for an unknown
+// path, and 405 (not the gateway's default 501) for a known path with the
+// wrong method.
+func routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	if httpStatus != http.StatusMethodNotAllowed {
+		runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, httpStatus)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusMethodNotAllowed)
+	fmt.Fprintf(w, `{"code":12,"message":"method %s is not allowed on %s; /openapi.json lists each route's method","details":[]}`+"\n", r.Method, r.URL.Path)
+}
+
+// restMarshaler is the REST facade's JSON codec.
+func restMarshaler() *runtime.JSONPb {
+	return &runtime.JSONPb{
+		MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
+		// A misspelt field is an error, not silently dropped.
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}
 }
 
 // limitBody caps request bodies before anything decodes them; the gateway
