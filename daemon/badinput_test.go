@@ -61,7 +61,10 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	token := func(uid string, ttl time.Duration) string { s, _ := auth.MintHS256(testSecret, uid, ttl, "", ""); return s }
+	token := func(uid string, ttl time.Duration) string {
+		s, _ := auth.MintHS256(testSecret, uid, ttl, "", "")
+		return s
+	}
 	healthy := connect(t, cc, "", token("healthy", time.Hour))
 	backend := presencev1.NewBackendServiceClient(cc)
 	key := bearer(testKey)

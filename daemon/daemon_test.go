@@ -122,6 +122,12 @@ func (c *client) next(t *testing.T) *presencev1.ConnectResponse {
 	case f := <-c.frames:
 		return f
 	case err := <-c.errc:
+		select { // frames read before the end come first
+		case f := <-c.frames:
+			c.errc <- err
+			return f
+		default:
+		}
 		t.Fatalf("stream ended: %v", err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("no frame within 5s")

@@ -184,6 +184,11 @@ func (c *testClient) next() *presencev1.ConnectResponse {
 		return f
 	case err := <-c.err:
 		c.err <- err
+		select { // frames read before the end come first
+		case f := <-c.frames:
+			return f
+		default:
+		}
 		c.t.Fatalf("stream ended (%v) while waiting for a frame", err)
 	case <-time.After(5 * time.Second):
 		c.t.Fatalf("no frame within 5s")
