@@ -75,6 +75,20 @@ type Options struct {
 	MaxFrameRate float64
 	FrameBurst   int
 
+	// PresenceGrace debounces OFFLINE for watchers: a uid whose last
+	// session ends and that has a session again within this time produces
+	// neither OFFLINE nor ONLINE. Queries are never debounced. Default 5 s;
+	// negative means no grace period.
+	PresenceGrace time.Duration
+	// LastSeenMax bounds how many offline uids' last-seen times are kept;
+	// past it the oldest are forgotten. About 100 bytes each. Default
+	// 100,000.
+	LastSeenMax int
+	// WatchQueue bounds each presence watcher's queue of unsent events; a
+	// watcher that falls further behind is ended with RESOURCE_EXHAUSTED.
+	// Default 1,024.
+	WatchQueue int
+
 	// Logger receives session start and end records. Default
 	// slog.Default().
 	Logger *slog.Logger
@@ -125,6 +139,9 @@ const (
 	DefaultMaxSessions             = 50_000
 	DefaultMaxFrameRate            = 20
 	DefaultFrameBurst              = 40
+	DefaultPresenceGrace           = 5 * time.Second
+	DefaultLastSeenMax             = 100_000
+	DefaultWatchQueue              = 1024
 )
 
 // withDefaults returns o with every zero field set to its default.
@@ -152,6 +169,9 @@ func (o Options) withDefaults() Options {
 	setInt(&o.MaxSessionsPerUid, DefaultMaxSessionsPerUid)
 	setInt(&o.MaxSessions, DefaultMaxSessions)
 	setInt(&o.FrameBurst, DefaultFrameBurst)
+	setInt(&o.LastSeenMax, DefaultLastSeenMax)
+	setInt(&o.WatchQueue, DefaultWatchQueue)
+	setDur(&o.PresenceGrace, DefaultPresenceGrace)
 	if o.MaxFrameRate == 0 {
 		o.MaxFrameRate = DefaultMaxFrameRate
 	}

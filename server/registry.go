@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"time"
 )
 
 // registry maps uids to their live sessions. It is sharded by uid so that
@@ -16,6 +17,7 @@ import (
 type registry struct {
 	seed   maphash.Seed
 	shards [registryShards]shard
+	events *presence // told of every session start and end, under the shard lock
 }
 
 const registryShards = 64
@@ -33,8 +35,8 @@ type uidEntry struct {
 	epoch    string // names this run of seq; new each time the uid comes online
 }
 
-func newRegistry() *registry {
-	r := &registry{seed: maphash.MakeSeed()}
+func newRegistry(events *presence) *registry {
+	r := &registry{seed: maphash.MakeSeed(), events: events}
 	for i := range r.shards {
 		r.shards[i].uids = make(map[string]*uidEntry)
 	}
@@ -60,12 +62,17 @@ func (r *registry) add(s *session, max int, policy UidPolicy) (replaced *session
 	}
 	if len(e.sessions) >= max {
 		if policy == RefuseNewest {
+			if len(e.sessions) == 0 {
+				delete(sh.uids, s.uid)
+			}
 			return nil, true
 		}
 		replaced = e.sessions[0]
 		e.sessions = slices.Delete(e.sessions, 0, 1)
+		r.events.ended(replaced, false, s.connectedAt)
 	}
 	e.sessions = append(e.sessions, s)
+	r.events.started(s, len(e.sessions) == 1)
 	return replaced, false
 }
 
@@ -78,12 +85,15 @@ func (r *registry) remove(s *session) {
 	if e == nil {
 		return
 	}
-	if i := slices.Index(e.sessions, s); i >= 0 {
-		e.sessions = slices.Delete(e.sessions, i, i+1)
+	i := slices.Index(e.sessions, s)
+	if i < 0 {
+		return // already taken out when a newer session replaced it
 	}
+	e.sessions = slices.Delete(e.sessions, i, i+1)
 	if len(e.sessions) == 0 {
 		delete(sh.uids, s.uid)
 	}
+	r.events.ended(s, len(e.sessions) == 0, time.Now())
 }
 
 // withUid calls f with the uid's entry (nil when offline) under the uid's
@@ -105,6 +115,21 @@ func (r *registry) sessionsOf(uid string) []*session {
 		return nil
 	}
 	return append([]*session(nil), e.sessions...)
+}
+
+// uidsAfter appends the online uids greater than after to dst.
+func (r *registry) uidsAfter(dst []string, after string) []string {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for uid := range sh.uids {
+			if uid > after {
+				dst = append(dst, uid)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return dst
 }
 
 // appendAll appends every live session to dst and returns it. It copies

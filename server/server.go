@@ -25,6 +25,7 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	reg   *registry
+	pres  *presence
 	total atomic.Int64 // identified sessions, for MaxSessions
 	epoch string       // names the broadcast sequence; new per process
 
@@ -67,13 +68,14 @@ func New(opts Options) (*Server, error) {
 	srv := &Server{
 		opts:       opts,
 		log:        opts.Logger,
-		reg:        newRegistry(),
+		pres:       newPresence(opts.PresenceGrace, opts.LastSeenMax),
 		epoch:      newEpoch(),
 		idle:       make(chan struct{}),
 		draining:   make(chan struct{}),
 		stopReaper: make(chan struct{}),
 		reaperDone: make(chan struct{}),
 	}
+	srv.reg = newRegistry(srv.pres)
 	go srv.reapLoop(srv.stopReaper, srv.reaperDone)
 	return srv, nil
 }
@@ -143,6 +145,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	}
 	srv.mu.Unlock()
 	srv.reg.each(func(s *session) { s.end(srv.shutdownCause()) })
+	srv.pres.endWatchers(&EndError{Reason: ReasonShutdown, Msg: "the server is shutting down; watch again in a few seconds"})
 	srv.stop()
 	select {
 	case <-srv.idle:
@@ -160,6 +163,7 @@ func (srv *Server) stop() {
 	srv.closeOnce.Do(func() {
 		close(srv.stopReaper)
 		<-srv.reaperDone
+		srv.pres.stop()
 	})
 }
 

@@ -174,6 +174,69 @@ func (GoodbyeReason) EnumDescriptor() ([]byte, []int) {
 	return file_presence_v1_presence_proto_rawDescGZIP(), []int{1}
 }
 
+// PresenceEventType is the kind of a presence event.
+type PresenceEventType int32
+
+const (
+	// Not used.
+	PresenceEventType_PRESENCE_EVENT_TYPE_UNSPECIFIED PresenceEventType = 0
+	// The uid came online: its first session identified while it was
+	// offline.
+	PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE PresenceEventType = 1
+	// The uid went offline: it has had no live session for the whole grace
+	// period (--presence-grace) after its last one ended.
+	PresenceEventType_PRESENCE_EVENT_TYPE_OFFLINE PresenceEventType = 2
+	// A session identified (include_sessions only).
+	PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_STARTED PresenceEventType = 3
+	// A session ended (include_sessions only).
+	PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_ENDED PresenceEventType = 4
+)
+
+// Enum value maps for PresenceEventType.
+var (
+	PresenceEventType_name = map[int32]string{
+		0: "PRESENCE_EVENT_TYPE_UNSPECIFIED",
+		1: "PRESENCE_EVENT_TYPE_ONLINE",
+		2: "PRESENCE_EVENT_TYPE_OFFLINE",
+		3: "PRESENCE_EVENT_TYPE_SESSION_STARTED",
+		4: "PRESENCE_EVENT_TYPE_SESSION_ENDED",
+	}
+	PresenceEventType_value = map[string]int32{
+		"PRESENCE_EVENT_TYPE_UNSPECIFIED":     0,
+		"PRESENCE_EVENT_TYPE_ONLINE":          1,
+		"PRESENCE_EVENT_TYPE_OFFLINE":         2,
+		"PRESENCE_EVENT_TYPE_SESSION_STARTED": 3,
+		"PRESENCE_EVENT_TYPE_SESSION_ENDED":   4,
+	}
+)
+
+func (x PresenceEventType) Enum() *PresenceEventType {
+	p := new(PresenceEventType)
+	*p = x
+	return p
+}
+
+func (x PresenceEventType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PresenceEventType) Descriptor() protoreflect.EnumDescriptor {
+	return file_presence_v1_presence_proto_enumTypes[2].Descriptor()
+}
+
+func (PresenceEventType) Type() protoreflect.EnumType {
+	return &file_presence_v1_presence_proto_enumTypes[2]
+}
+
+func (x PresenceEventType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PresenceEventType.Descriptor instead.
+func (PresenceEventType) EnumDescriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{2}
+}
+
 // ConnectRequest is one frame from client to server.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1385,6 +1448,858 @@ func (x *BroadcastResponse) GetEpoch() string {
 	return ""
 }
 
+// SessionInfo describes one live session.
+type SessionInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's id (Identified.session_id).
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The labels the client gave in Identify.
+	Labels map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When the session identified.
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// When the server last received a frame from the client.
+	LastFrameAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_frame_at,json=lastFrameAt,proto3" json:"last_frame_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionInfo) Reset() {
+	*x = SessionInfo{}
+	mi := &file_presence_v1_presence_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionInfo) ProtoMessage() {}
+
+func (x *SessionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionInfo.ProtoReflect.Descriptor instead.
+func (*SessionInfo) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SessionInfo) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *SessionInfo) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *SessionInfo) GetConnectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedAt
+	}
+	return nil
+}
+
+func (x *SessionInfo) GetLastFrameAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFrameAt
+	}
+	return nil
+}
+
+// UidPresence is one uid's presence, as the server sees it now.
+type UidPresence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The uid.
+	Uid string `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	// Whether the uid has at least one live session. This is the live truth,
+	// not debounced: during the watch grace period a uid whose last session
+	// ended is already offline here.
+	Online bool `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
+	// How many live sessions the uid has.
+	SessionCount uint32 `protobuf:"varint,3,opt,name=session_count,json=sessionCount,proto3" json:"session_count,omitempty"`
+	// When the uid's oldest live session identified; unset when offline.
+	ConnectedSince *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=connected_since,json=connectedSince,proto3" json:"connected_since,omitempty"`
+	// When offline: when the uid's last session ended. Unset when online, or
+	// when the server does not know (never seen since it started, or
+	// forgotten: the server remembers the most recent 100,000 by default).
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// The live sessions, oldest first. Filled by GetPresence only.
+	Sessions      []*SessionInfo `protobuf:"bytes,6,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UidPresence) Reset() {
+	*x = UidPresence{}
+	mi := &file_presence_v1_presence_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UidPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UidPresence) ProtoMessage() {}
+
+func (x *UidPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UidPresence.ProtoReflect.Descriptor instead.
+func (*UidPresence) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UidPresence) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *UidPresence) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *UidPresence) GetSessionCount() uint32 {
+	if x != nil {
+		return x.SessionCount
+	}
+	return 0
+}
+
+func (x *UidPresence) GetConnectedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedSince
+	}
+	return nil
+}
+
+func (x *UidPresence) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *UidPresence) GetSessions() []*SessionInfo {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// GetPresenceRequest names one uid.
+type GetPresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The uid.
+	Uid           string `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPresenceRequest) Reset() {
+	*x = GetPresenceRequest{}
+	mi := &file_presence_v1_presence_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPresenceRequest) ProtoMessage() {}
+
+func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
+func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetPresenceRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+// GetPresenceResponse is one uid's presence, with its sessions.
+type GetPresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The presence.
+	Presence      *UidPresence `protobuf:"bytes,1,opt,name=presence,proto3" json:"presence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPresenceResponse) Reset() {
+	*x = GetPresenceResponse{}
+	mi := &file_presence_v1_presence_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPresenceResponse) ProtoMessage() {}
+
+func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
+func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetPresenceResponse) GetPresence() *UidPresence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+// BatchGetPresenceRequest names up to 1,000 uids.
+type BatchGetPresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The uids, 1 to 1,000; duplicates are answered twice.
+	Uids          []string `protobuf:"bytes,1,rep,name=uids,proto3" json:"uids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetPresenceRequest) Reset() {
+	*x = BatchGetPresenceRequest{}
+	mi := &file_presence_v1_presence_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetPresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetPresenceRequest) ProtoMessage() {}
+
+func (x *BatchGetPresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetPresenceRequest.ProtoReflect.Descriptor instead.
+func (*BatchGetPresenceRequest) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BatchGetPresenceRequest) GetUids() []string {
+	if x != nil {
+		return x.Uids
+	}
+	return nil
+}
+
+// BatchGetPresenceResponse answers every uid asked, in order, without
+// sessions.
+type BatchGetPresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per uid asked, in the same order.
+	Presences     []*UidPresence `protobuf:"bytes,1,rep,name=presences,proto3" json:"presences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchGetPresenceResponse) Reset() {
+	*x = BatchGetPresenceResponse{}
+	mi := &file_presence_v1_presence_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchGetPresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchGetPresenceResponse) ProtoMessage() {}
+
+func (x *BatchGetPresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchGetPresenceResponse.ProtoReflect.Descriptor instead.
+func (*BatchGetPresenceResponse) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BatchGetPresenceResponse) GetPresences() []*UidPresence {
+	if x != nil {
+		return x.Presences
+	}
+	return nil
+}
+
+// ListOnlineRequest asks for a page of online uids.
+type ListOnlineRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Uids per page: 1 to 1,000; 0 means 100.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOnlineRequest) Reset() {
+	*x = ListOnlineRequest{}
+	mi := &file_presence_v1_presence_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOnlineRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOnlineRequest) ProtoMessage() {}
+
+func (x *ListOnlineRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOnlineRequest.ProtoReflect.Descriptor instead.
+func (*ListOnlineRequest) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListOnlineRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListOnlineRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListOnlineResponse is a page of online uids, in uid order. Pages are
+// keyed by uid, so while uids come and go a listing never repeats a uid and
+// never skips one that stayed online throughout.
+type ListOnlineResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The uids, in ascending byte order.
+	Uids []string `protobuf:"bytes,1,rep,name=uids,proto3" json:"uids,omitempty"`
+	// Pass to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOnlineResponse) Reset() {
+	*x = ListOnlineResponse{}
+	mi := &file_presence_v1_presence_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOnlineResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOnlineResponse) ProtoMessage() {}
+
+func (x *ListOnlineResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOnlineResponse.ProtoReflect.Descriptor instead.
+func (*ListOnlineResponse) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListOnlineResponse) GetUids() []string {
+	if x != nil {
+		return x.Uids
+	}
+	return nil
+}
+
+func (x *ListOnlineResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// GetCountsRequest has no fields.
+type GetCountsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCountsRequest) Reset() {
+	*x = GetCountsRequest{}
+	mi := &file_presence_v1_presence_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCountsRequest) ProtoMessage() {}
+
+func (x *GetCountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCountsRequest.ProtoReflect.Descriptor instead.
+func (*GetCountsRequest) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{23}
+}
+
+// GetCountsResponse counts what is live now.
+type GetCountsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Uids with at least one live session.
+	OnlineUids uint64 `protobuf:"varint,1,opt,name=online_uids,json=onlineUids,proto3" json:"online_uids,omitempty"`
+	// Live sessions.
+	Sessions      uint64 `protobuf:"varint,2,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCountsResponse) Reset() {
+	*x = GetCountsResponse{}
+	mi := &file_presence_v1_presence_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCountsResponse) ProtoMessage() {}
+
+func (x *GetCountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCountsResponse.ProtoReflect.Descriptor instead.
+func (*GetCountsResponse) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetCountsResponse) GetOnlineUids() uint64 {
+	if x != nil {
+		return x.OnlineUids
+	}
+	return 0
+}
+
+func (x *GetCountsResponse) GetSessions() uint64 {
+	if x != nil {
+		return x.Sessions
+	}
+	return 0
+}
+
+// WatchPresenceRequest says which events to stream.
+type WatchPresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only these uids (up to 1,000); empty means every uid.
+	Uids []string `protobuf:"bytes,1,rep,name=uids,proto3" json:"uids,omitempty"`
+	// Also stream SESSION_STARTED and SESSION_ENDED for every session.
+	IncludeSessions bool `protobuf:"varint,2,opt,name=include_sessions,json=includeSessions,proto3" json:"include_sessions,omitempty"`
+	// Start with one ONLINE event (initial = true) for each watched uid that
+	// is online now, so a watcher needs no separate query.
+	IncludeInitial bool `protobuf:"varint,3,opt,name=include_initial,json=includeInitial,proto3" json:"include_initial,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WatchPresenceRequest) Reset() {
+	*x = WatchPresenceRequest{}
+	mi := &file_presence_v1_presence_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPresenceRequest) ProtoMessage() {}
+
+func (x *WatchPresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPresenceRequest.ProtoReflect.Descriptor instead.
+func (*WatchPresenceRequest) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WatchPresenceRequest) GetUids() []string {
+	if x != nil {
+		return x.Uids
+	}
+	return nil
+}
+
+func (x *WatchPresenceRequest) GetIncludeSessions() bool {
+	if x != nil {
+		return x.IncludeSessions
+	}
+	return false
+}
+
+func (x *WatchPresenceRequest) GetIncludeInitial() bool {
+	if x != nil {
+		return x.IncludeInitial
+	}
+	return false
+}
+
+// WatchPresenceResponse is one presence event.
+type WatchPresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Numbers every event on the server, from 1, growing by 1. A watcher
+	// with a filter sees only its events, so it sees gaps.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// When the event happened: for OFFLINE, when the uid's last session
+	// ended (the grace period came after).
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// What happened.
+	Type PresenceEventType `protobuf:"varint,3,opt,name=type,proto3,enum=presence.v1.PresenceEventType" json:"type,omitempty"`
+	// The uid.
+	Uid string `protobuf:"bytes,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	// The session, for SESSION_STARTED and SESSION_ENDED.
+	SessionId string `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The session's labels, for SESSION_STARTED.
+	Labels map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// True for the ONLINE events of include_initial; their seq is 0.
+	Initial       bool `protobuf:"varint,7,opt,name=initial,proto3" json:"initial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPresenceResponse) Reset() {
+	*x = WatchPresenceResponse{}
+	mi := &file_presence_v1_presence_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPresenceResponse) ProtoMessage() {}
+
+func (x *WatchPresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPresenceResponse.ProtoReflect.Descriptor instead.
+func (*WatchPresenceResponse) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *WatchPresenceResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *WatchPresenceResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *WatchPresenceResponse) GetType() PresenceEventType {
+	if x != nil {
+		return x.Type
+	}
+	return PresenceEventType_PRESENCE_EVENT_TYPE_UNSPECIFIED
+}
+
+func (x *WatchPresenceResponse) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *WatchPresenceResponse) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *WatchPresenceResponse) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *WatchPresenceResponse) GetInitial() bool {
+	if x != nil {
+		return x.Initial
+	}
+	return false
+}
+
+// KickRequest names the sessions to end.
+type KickRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The uid whose sessions end.
+	Uid string `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	// When set, only this session of the uid ends.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Told to the client in Goodbye.message.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Whether the client may reconnect (Goodbye.reconnect).
+	Reconnect bool `protobuf:"varint,4,opt,name=reconnect,proto3" json:"reconnect,omitempty"`
+	// With reconnect: how long the client should wait first.
+	ReconnectAfter *durationpb.Duration `protobuf:"bytes,5,opt,name=reconnect_after,json=reconnectAfter,proto3" json:"reconnect_after,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *KickRequest) Reset() {
+	*x = KickRequest{}
+	mi := &file_presence_v1_presence_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KickRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KickRequest) ProtoMessage() {}
+
+func (x *KickRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KickRequest.ProtoReflect.Descriptor instead.
+func (*KickRequest) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *KickRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *KickRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *KickRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *KickRequest) GetReconnect() bool {
+	if x != nil {
+		return x.Reconnect
+	}
+	return false
+}
+
+func (x *KickRequest) GetReconnectAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ReconnectAfter
+	}
+	return nil
+}
+
+// KickResponse reports what was ended.
+type KickResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many sessions were ended.
+	Kicked        uint32 `protobuf:"varint,1,opt,name=kicked,proto3" json:"kicked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KickResponse) Reset() {
+	*x = KickResponse{}
+	mi := &file_presence_v1_presence_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KickResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KickResponse) ProtoMessage() {}
+
+func (x *KickResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KickResponse.ProtoReflect.Descriptor instead.
+func (*KickResponse) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *KickResponse) GetKicked() uint32 {
+	if x != nil {
+		return x.Kicked
+	}
+	return 0
+}
+
 var File_presence_v1_presence_proto protoreflect.FileDescriptor
 
 const file_presence_v1_presence_proto_rawDesc = "" +
@@ -1466,7 +2381,68 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1c\n" +
 	"\tdelivered\x18\x03 \x01(\rR\tdelivered\x123\n" +
 	"\asent_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\tR\x05epoch*U\n" +
+	"\x05epoch\x18\x05 \x01(\tR\x05epoch\"\xa4\x02\n" +
+	"\vSessionInfo\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12<\n" +
+	"\x06labels\x18\x02 \x03(\v2$.presence.v1.SessionInfo.LabelsEntryR\x06labels\x12=\n" +
+	"\fconnected_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x12>\n" +
+	"\rlast_frame_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vlastFrameAt\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x02\n" +
+	"\vUidPresence\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x16\n" +
+	"\x06online\x18\x02 \x01(\bR\x06online\x12#\n" +
+	"\rsession_count\x18\x03 \x01(\rR\fsessionCount\x12C\n" +
+	"\x0fconnected_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0econnectedSince\x127\n" +
+	"\tlast_seen\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x124\n" +
+	"\bsessions\x18\x06 \x03(\v2\x18.presence.v1.SessionInfoR\bsessions\"&\n" +
+	"\x12GetPresenceRequest\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\"K\n" +
+	"\x13GetPresenceResponse\x124\n" +
+	"\bpresence\x18\x01 \x01(\v2\x18.presence.v1.UidPresenceR\bpresence\"-\n" +
+	"\x17BatchGetPresenceRequest\x12\x12\n" +
+	"\x04uids\x18\x01 \x03(\tR\x04uids\"R\n" +
+	"\x18BatchGetPresenceResponse\x126\n" +
+	"\tpresences\x18\x01 \x03(\v2\x18.presence.v1.UidPresenceR\tpresences\"O\n" +
+	"\x11ListOnlineRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"P\n" +
+	"\x12ListOnlineResponse\x12\x12\n" +
+	"\x04uids\x18\x01 \x03(\tR\x04uids\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x12\n" +
+	"\x10GetCountsRequest\"P\n" +
+	"\x11GetCountsResponse\x12\x1f\n" +
+	"\vonline_uids\x18\x01 \x01(\x04R\n" +
+	"onlineUids\x12\x1a\n" +
+	"\bsessions\x18\x02 \x01(\x04R\bsessions\"~\n" +
+	"\x14WatchPresenceRequest\x12\x12\n" +
+	"\x04uids\x18\x01 \x03(\tR\x04uids\x12)\n" +
+	"\x10include_sessions\x18\x02 \x01(\bR\x0fincludeSessions\x12'\n" +
+	"\x0finclude_initial\x18\x03 \x01(\bR\x0eincludeInitial\"\xdb\x02\n" +
+	"\x15WatchPresenceResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x122\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x1e.presence.v1.PresenceEventTypeR\x04type\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\tR\x03uid\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x05 \x01(\tR\tsessionId\x12F\n" +
+	"\x06labels\x18\x06 \x03(\v2..presence.v1.WatchPresenceResponse.LabelsEntryR\x06labels\x12\x18\n" +
+	"\ainitial\x18\a \x01(\bR\ainitial\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x01\n" +
+	"\vKickRequest\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1c\n" +
+	"\treconnect\x18\x04 \x01(\bR\treconnect\x12B\n" +
+	"\x0freconnect_after\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0ereconnectAfter\"&\n" +
+	"\fKickResponse\x12\x16\n" +
+	"\x06kicked\x18\x01 \x01(\rR\x06kicked*U\n" +
 	"\tPushScope\x12\x1a\n" +
 	"\x16PUSH_SCOPE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePUSH_SCOPE_UID\x10\x01\x12\x18\n" +
@@ -1478,12 +2454,27 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"\x17GOODBYE_REASON_REPLACED\x10\x03\x12\x19\n" +
 	"\x15GOODBYE_REASON_KICKED\x10\x04\x12\x1b\n" +
 	"\x17GOODBYE_REASON_SHUTDOWN\x10\x05\x12 \n" +
-	"\x1cGOODBYE_REASON_TOKEN_EXPIRED\x10\x062[\n" +
+	"\x1cGOODBYE_REASON_TOKEN_EXPIRED\x10\x06*\xc9\x01\n" +
+	"\x11PresenceEventType\x12#\n" +
+	"\x1fPRESENCE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aPRESENCE_EVENT_TYPE_ONLINE\x10\x01\x12\x1f\n" +
+	"\x1bPRESENCE_EVENT_TYPE_OFFLINE\x10\x02\x12'\n" +
+	"#PRESENCE_EVENT_TYPE_SESSION_STARTED\x10\x03\x12%\n" +
+	"!PRESENCE_EVENT_TYPE_SESSION_ENDED\x10\x042[\n" +
 	"\x0fPresenceService\x12H\n" +
-	"\aConnect\x12\x1b.presence.v1.ConnectRequest\x1a\x1c.presence.v1.ConnectResponse(\x010\x012\xe6\x01\n" +
+	"\aConnect\x12\x1b.presence.v1.ConnectRequest\x1a\x1c.presence.v1.ConnectResponse(\x010\x012\xf3\x06\n" +
 	"\x0eBackendService\x12n\n" +
 	"\tSendToUid\x12\x1d.presence.v1.SendToUidRequest\x1a\x1e.presence.v1.SendToUidResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/uids/{uid}/messages\x12d\n" +
-	"\tBroadcast\x12\x1d.presence.v1.BroadcastRequest\x1a\x1e.presence.v1.BroadcastResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/broadcastB=Z;github.com/presence-dev/presence/gen/presence/v1;presencev1b\x06proto3"
+	"\tBroadcast\x12\x1d.presence.v1.BroadcastRequest\x1a\x1e.presence.v1.BroadcastResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/broadcast\x12q\n" +
+	"\vGetPresence\x12\x1f.presence.v1.GetPresenceRequest\x1a .presence.v1.GetPresenceResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/uids/{uid}/presence\x12\x81\x01\n" +
+	"\x10BatchGetPresence\x12$.presence.v1.BatchGetPresenceRequest\x1a%.presence.v1.BatchGetPresenceResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/presence:batchGet\x12a\n" +
+	"\n" +
+	"ListOnline\x12\x1e.presence.v1.ListOnlineRequest\x1a\x1f.presence.v1.ListOnlineResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/online\x12^\n" +
+	"\tGetCounts\x12\x1d.presence.v1.GetCountsRequest\x1a\x1e.presence.v1.GetCountsResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/counts\x12t\n" +
+	"\rWatchPresence\x12!.presence.v1.WatchPresenceRequest\x1a\".presence.v1.WatchPresenceResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/presence:watch0\x01\x12[\n" +
+	"\x04Kick\x12\x18.presence.v1.KickRequest\x1a\x19.presence.v1.KickResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/uids/{uid}/kickB=Z;github.com/presence-dev/presence/gen/presence/v1;presencev1b\x06proto3"
 
 var (
 	file_presence_v1_presence_proto_rawDescOnce sync.Once
@@ -1497,68 +2488,109 @@ func file_presence_v1_presence_proto_rawDescGZIP() []byte {
 	return file_presence_v1_presence_proto_rawDescData
 }
 
-var file_presence_v1_presence_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_presence_v1_presence_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_presence_v1_presence_proto_goTypes = []any{
-	(PushScope)(0),                // 0: presence.v1.PushScope
-	(GoodbyeReason)(0),            // 1: presence.v1.GoodbyeReason
-	(*ConnectRequest)(nil),        // 2: presence.v1.ConnectRequest
-	(*Identify)(nil),              // 3: presence.v1.Identify
-	(*RefreshToken)(nil),          // 4: presence.v1.RefreshToken
-	(*Ping)(nil),                  // 5: presence.v1.Ping
-	(*ConnectResponse)(nil),       // 6: presence.v1.ConnectResponse
-	(*Identified)(nil),            // 7: presence.v1.Identified
-	(*TokenRefreshed)(nil),        // 8: presence.v1.TokenRefreshed
-	(*Pong)(nil),                  // 9: presence.v1.Pong
-	(*Push)(nil),                  // 10: presence.v1.Push
-	(*BinaryPayload)(nil),         // 11: presence.v1.BinaryPayload
-	(*Goodbye)(nil),               // 12: presence.v1.Goodbye
-	(*SendToUidRequest)(nil),      // 13: presence.v1.SendToUidRequest
-	(*SendToUidResponse)(nil),     // 14: presence.v1.SendToUidResponse
-	(*BroadcastRequest)(nil),      // 15: presence.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),     // 16: presence.v1.BroadcastResponse
-	nil,                           // 17: presence.v1.Identify.LabelsEntry
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 20: google.protobuf.Value
+	(PushScope)(0),                   // 0: presence.v1.PushScope
+	(GoodbyeReason)(0),               // 1: presence.v1.GoodbyeReason
+	(PresenceEventType)(0),           // 2: presence.v1.PresenceEventType
+	(*ConnectRequest)(nil),           // 3: presence.v1.ConnectRequest
+	(*Identify)(nil),                 // 4: presence.v1.Identify
+	(*RefreshToken)(nil),             // 5: presence.v1.RefreshToken
+	(*Ping)(nil),                     // 6: presence.v1.Ping
+	(*ConnectResponse)(nil),          // 7: presence.v1.ConnectResponse
+	(*Identified)(nil),               // 8: presence.v1.Identified
+	(*TokenRefreshed)(nil),           // 9: presence.v1.TokenRefreshed
+	(*Pong)(nil),                     // 10: presence.v1.Pong
+	(*Push)(nil),                     // 11: presence.v1.Push
+	(*BinaryPayload)(nil),            // 12: presence.v1.BinaryPayload
+	(*Goodbye)(nil),                  // 13: presence.v1.Goodbye
+	(*SendToUidRequest)(nil),         // 14: presence.v1.SendToUidRequest
+	(*SendToUidResponse)(nil),        // 15: presence.v1.SendToUidResponse
+	(*BroadcastRequest)(nil),         // 16: presence.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),        // 17: presence.v1.BroadcastResponse
+	(*SessionInfo)(nil),              // 18: presence.v1.SessionInfo
+	(*UidPresence)(nil),              // 19: presence.v1.UidPresence
+	(*GetPresenceRequest)(nil),       // 20: presence.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),      // 21: presence.v1.GetPresenceResponse
+	(*BatchGetPresenceRequest)(nil),  // 22: presence.v1.BatchGetPresenceRequest
+	(*BatchGetPresenceResponse)(nil), // 23: presence.v1.BatchGetPresenceResponse
+	(*ListOnlineRequest)(nil),        // 24: presence.v1.ListOnlineRequest
+	(*ListOnlineResponse)(nil),       // 25: presence.v1.ListOnlineResponse
+	(*GetCountsRequest)(nil),         // 26: presence.v1.GetCountsRequest
+	(*GetCountsResponse)(nil),        // 27: presence.v1.GetCountsResponse
+	(*WatchPresenceRequest)(nil),     // 28: presence.v1.WatchPresenceRequest
+	(*WatchPresenceResponse)(nil),    // 29: presence.v1.WatchPresenceResponse
+	(*KickRequest)(nil),              // 30: presence.v1.KickRequest
+	(*KickResponse)(nil),             // 31: presence.v1.KickResponse
+	nil,                              // 32: presence.v1.Identify.LabelsEntry
+	nil,                              // 33: presence.v1.SessionInfo.LabelsEntry
+	nil,                              // 34: presence.v1.WatchPresenceResponse.LabelsEntry
+	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 37: google.protobuf.Value
 }
 var file_presence_v1_presence_proto_depIdxs = []int32{
-	3,  // 0: presence.v1.ConnectRequest.identify:type_name -> presence.v1.Identify
-	5,  // 1: presence.v1.ConnectRequest.ping:type_name -> presence.v1.Ping
-	4,  // 2: presence.v1.ConnectRequest.refresh_token:type_name -> presence.v1.RefreshToken
-	17, // 3: presence.v1.Identify.labels:type_name -> presence.v1.Identify.LabelsEntry
-	7,  // 4: presence.v1.ConnectResponse.identified:type_name -> presence.v1.Identified
-	9,  // 5: presence.v1.ConnectResponse.pong:type_name -> presence.v1.Pong
-	10, // 6: presence.v1.ConnectResponse.push:type_name -> presence.v1.Push
-	12, // 7: presence.v1.ConnectResponse.goodbye:type_name -> presence.v1.Goodbye
-	8,  // 8: presence.v1.ConnectResponse.token_refreshed:type_name -> presence.v1.TokenRefreshed
-	18, // 9: presence.v1.Identified.heartbeat_interval:type_name -> google.protobuf.Duration
-	18, // 10: presence.v1.Identified.heartbeat_timeout:type_name -> google.protobuf.Duration
-	19, // 11: presence.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 12: presence.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
+	4,  // 0: presence.v1.ConnectRequest.identify:type_name -> presence.v1.Identify
+	6,  // 1: presence.v1.ConnectRequest.ping:type_name -> presence.v1.Ping
+	5,  // 2: presence.v1.ConnectRequest.refresh_token:type_name -> presence.v1.RefreshToken
+	32, // 3: presence.v1.Identify.labels:type_name -> presence.v1.Identify.LabelsEntry
+	8,  // 4: presence.v1.ConnectResponse.identified:type_name -> presence.v1.Identified
+	10, // 5: presence.v1.ConnectResponse.pong:type_name -> presence.v1.Pong
+	11, // 6: presence.v1.ConnectResponse.push:type_name -> presence.v1.Push
+	13, // 7: presence.v1.ConnectResponse.goodbye:type_name -> presence.v1.Goodbye
+	9,  // 8: presence.v1.ConnectResponse.token_refreshed:type_name -> presence.v1.TokenRefreshed
+	35, // 9: presence.v1.Identified.heartbeat_interval:type_name -> google.protobuf.Duration
+	35, // 10: presence.v1.Identified.heartbeat_timeout:type_name -> google.protobuf.Duration
+	36, // 11: presence.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 12: presence.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
 	0,  // 13: presence.v1.Push.scope:type_name -> presence.v1.PushScope
-	19, // 14: presence.v1.Push.sent_at:type_name -> google.protobuf.Timestamp
-	20, // 15: presence.v1.Push.data:type_name -> google.protobuf.Value
-	11, // 16: presence.v1.Push.binary:type_name -> presence.v1.BinaryPayload
+	36, // 14: presence.v1.Push.sent_at:type_name -> google.protobuf.Timestamp
+	37, // 15: presence.v1.Push.data:type_name -> google.protobuf.Value
+	12, // 16: presence.v1.Push.binary:type_name -> presence.v1.BinaryPayload
 	1,  // 17: presence.v1.Goodbye.reason:type_name -> presence.v1.GoodbyeReason
-	18, // 18: presence.v1.Goodbye.reconnect_after:type_name -> google.protobuf.Duration
-	20, // 19: presence.v1.SendToUidRequest.data:type_name -> google.protobuf.Value
-	11, // 20: presence.v1.SendToUidRequest.binary:type_name -> presence.v1.BinaryPayload
-	19, // 21: presence.v1.SendToUidResponse.sent_at:type_name -> google.protobuf.Timestamp
-	20, // 22: presence.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
-	11, // 23: presence.v1.BroadcastRequest.binary:type_name -> presence.v1.BinaryPayload
-	19, // 24: presence.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
-	2,  // 25: presence.v1.PresenceService.Connect:input_type -> presence.v1.ConnectRequest
-	13, // 26: presence.v1.BackendService.SendToUid:input_type -> presence.v1.SendToUidRequest
-	15, // 27: presence.v1.BackendService.Broadcast:input_type -> presence.v1.BroadcastRequest
-	6,  // 28: presence.v1.PresenceService.Connect:output_type -> presence.v1.ConnectResponse
-	14, // 29: presence.v1.BackendService.SendToUid:output_type -> presence.v1.SendToUidResponse
-	16, // 30: presence.v1.BackendService.Broadcast:output_type -> presence.v1.BroadcastResponse
-	28, // [28:31] is the sub-list for method output_type
-	25, // [25:28] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	35, // 18: presence.v1.Goodbye.reconnect_after:type_name -> google.protobuf.Duration
+	37, // 19: presence.v1.SendToUidRequest.data:type_name -> google.protobuf.Value
+	12, // 20: presence.v1.SendToUidRequest.binary:type_name -> presence.v1.BinaryPayload
+	36, // 21: presence.v1.SendToUidResponse.sent_at:type_name -> google.protobuf.Timestamp
+	37, // 22: presence.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
+	12, // 23: presence.v1.BroadcastRequest.binary:type_name -> presence.v1.BinaryPayload
+	36, // 24: presence.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
+	33, // 25: presence.v1.SessionInfo.labels:type_name -> presence.v1.SessionInfo.LabelsEntry
+	36, // 26: presence.v1.SessionInfo.connected_at:type_name -> google.protobuf.Timestamp
+	36, // 27: presence.v1.SessionInfo.last_frame_at:type_name -> google.protobuf.Timestamp
+	36, // 28: presence.v1.UidPresence.connected_since:type_name -> google.protobuf.Timestamp
+	36, // 29: presence.v1.UidPresence.last_seen:type_name -> google.protobuf.Timestamp
+	18, // 30: presence.v1.UidPresence.sessions:type_name -> presence.v1.SessionInfo
+	19, // 31: presence.v1.GetPresenceResponse.presence:type_name -> presence.v1.UidPresence
+	19, // 32: presence.v1.BatchGetPresenceResponse.presences:type_name -> presence.v1.UidPresence
+	36, // 33: presence.v1.WatchPresenceResponse.time:type_name -> google.protobuf.Timestamp
+	2,  // 34: presence.v1.WatchPresenceResponse.type:type_name -> presence.v1.PresenceEventType
+	34, // 35: presence.v1.WatchPresenceResponse.labels:type_name -> presence.v1.WatchPresenceResponse.LabelsEntry
+	35, // 36: presence.v1.KickRequest.reconnect_after:type_name -> google.protobuf.Duration
+	3,  // 37: presence.v1.PresenceService.Connect:input_type -> presence.v1.ConnectRequest
+	14, // 38: presence.v1.BackendService.SendToUid:input_type -> presence.v1.SendToUidRequest
+	16, // 39: presence.v1.BackendService.Broadcast:input_type -> presence.v1.BroadcastRequest
+	20, // 40: presence.v1.BackendService.GetPresence:input_type -> presence.v1.GetPresenceRequest
+	22, // 41: presence.v1.BackendService.BatchGetPresence:input_type -> presence.v1.BatchGetPresenceRequest
+	24, // 42: presence.v1.BackendService.ListOnline:input_type -> presence.v1.ListOnlineRequest
+	26, // 43: presence.v1.BackendService.GetCounts:input_type -> presence.v1.GetCountsRequest
+	28, // 44: presence.v1.BackendService.WatchPresence:input_type -> presence.v1.WatchPresenceRequest
+	30, // 45: presence.v1.BackendService.Kick:input_type -> presence.v1.KickRequest
+	7,  // 46: presence.v1.PresenceService.Connect:output_type -> presence.v1.ConnectResponse
+	15, // 47: presence.v1.BackendService.SendToUid:output_type -> presence.v1.SendToUidResponse
+	17, // 48: presence.v1.BackendService.Broadcast:output_type -> presence.v1.BroadcastResponse
+	21, // 49: presence.v1.BackendService.GetPresence:output_type -> presence.v1.GetPresenceResponse
+	23, // 50: presence.v1.BackendService.BatchGetPresence:output_type -> presence.v1.BatchGetPresenceResponse
+	25, // 51: presence.v1.BackendService.ListOnline:output_type -> presence.v1.ListOnlineResponse
+	27, // 52: presence.v1.BackendService.GetCounts:output_type -> presence.v1.GetCountsResponse
+	29, // 53: presence.v1.BackendService.WatchPresence:output_type -> presence.v1.WatchPresenceResponse
+	31, // 54: presence.v1.BackendService.Kick:output_type -> presence.v1.KickResponse
+	46, // [46:55] is the sub-list for method output_type
+	37, // [37:46] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_presence_v1_presence_proto_init() }
@@ -1595,8 +2627,8 @@ func file_presence_v1_presence_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_presence_v1_presence_proto_rawDesc), len(file_presence_v1_presence_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   16,
+			NumEnums:      3,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -154,16 +154,24 @@ var PresenceService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	BackendService_SendToUid_FullMethodName = "/presence.v1.BackendService/SendToUid"
-	BackendService_Broadcast_FullMethodName = "/presence.v1.BackendService/Broadcast"
+	BackendService_SendToUid_FullMethodName        = "/presence.v1.BackendService/SendToUid"
+	BackendService_Broadcast_FullMethodName        = "/presence.v1.BackendService/Broadcast"
+	BackendService_GetPresence_FullMethodName      = "/presence.v1.BackendService/GetPresence"
+	BackendService_BatchGetPresence_FullMethodName = "/presence.v1.BackendService/BatchGetPresence"
+	BackendService_ListOnline_FullMethodName       = "/presence.v1.BackendService/ListOnline"
+	BackendService_GetCounts_FullMethodName        = "/presence.v1.BackendService/GetCounts"
+	BackendService_WatchPresence_FullMethodName    = "/presence.v1.BackendService/WatchPresence"
+	BackendService_Kick_FullMethodName             = "/presence.v1.BackendService/Kick"
 )
 
 // BackendServiceClient is the client API for BackendService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// BackendService is the backend-facing service: pushes (and, later, presence
-// queries and kicks). It is mapped to REST by grpc-gateway.
+// BackendService is the backend-facing service: pushes, presence queries,
+// presence events and kicks. Every call needs an API key
+// (`authorization: Bearer <key>`) unless the server runs in open development
+// mode. It is mapped to REST by grpc-gateway.
 type BackendServiceClient interface {
 	// SendToUid queues a push to every live session of a uid and reports how
 	// many sessions it was queued to. A uid with no live session is NOT_FOUND
@@ -172,6 +180,26 @@ type BackendServiceClient interface {
 	// Broadcast queues a push to every identified session on the server and
 	// reports how many sessions it was queued to (zero is not an error).
 	Broadcast(ctx context.Context, in *BroadcastRequest, opts ...grpc.CallOption) (*BroadcastResponse, error)
+	// GetPresence reports whether one uid is online, with its live sessions,
+	// or when it was last seen.
+	GetPresence(ctx context.Context, in *GetPresenceRequest, opts ...grpc.CallOption) (*GetPresenceResponse, error)
+	// BatchGetPresence reports the presence of up to 1,000 uids in one round
+	// trip, in the order asked.
+	BatchGetPresence(ctx context.Context, in *BatchGetPresenceRequest, opts ...grpc.CallOption) (*BatchGetPresenceResponse, error)
+	// ListOnline lists the online uids in uid order, a page at a time.
+	ListOnline(ctx context.Context, in *ListOnlineRequest, opts ...grpc.CallOption) (*ListOnlineResponse, error)
+	// GetCounts reports how many uids are online and how many sessions are
+	// live.
+	GetCounts(ctx context.Context, in *GetCountsRequest, opts ...grpc.CallOption) (*GetCountsResponse, error)
+	// WatchPresence streams presence events: a uid coming online (its first
+	// session) or going offline (no session for the whole grace period), and
+	// optionally every session starting and ending. Over REST it is
+	// newline-delimited JSON, one `{"result": {...}}` per line. A watcher
+	// that falls behind its bounded queue is ended with RESOURCE_EXHAUSTED.
+	WatchPresence(ctx context.Context, in *WatchPresenceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPresenceResponse], error)
+	// Kick ends every live session of a uid, or one session, with Goodbye
+	// KICKED. A uid (or session) that is not live is NOT_FOUND.
+	Kick(ctx context.Context, in *KickRequest, opts ...grpc.CallOption) (*KickResponse, error)
 }
 
 type backendServiceClient struct {
@@ -202,12 +230,83 @@ func (c *backendServiceClient) Broadcast(ctx context.Context, in *BroadcastReque
 	return out, nil
 }
 
+func (c *backendServiceClient) GetPresence(ctx context.Context, in *GetPresenceRequest, opts ...grpc.CallOption) (*GetPresenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPresenceResponse)
+	err := c.cc.Invoke(ctx, BackendService_GetPresence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backendServiceClient) BatchGetPresence(ctx context.Context, in *BatchGetPresenceRequest, opts ...grpc.CallOption) (*BatchGetPresenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchGetPresenceResponse)
+	err := c.cc.Invoke(ctx, BackendService_BatchGetPresence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backendServiceClient) ListOnline(ctx context.Context, in *ListOnlineRequest, opts ...grpc.CallOption) (*ListOnlineResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOnlineResponse)
+	err := c.cc.Invoke(ctx, BackendService_ListOnline_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backendServiceClient) GetCounts(ctx context.Context, in *GetCountsRequest, opts ...grpc.CallOption) (*GetCountsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCountsResponse)
+	err := c.cc.Invoke(ctx, BackendService_GetCounts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backendServiceClient) WatchPresence(ctx context.Context, in *WatchPresenceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPresenceResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BackendService_ServiceDesc.Streams[0], BackendService_WatchPresence_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchPresenceRequest, WatchPresenceResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BackendService_WatchPresenceClient = grpc.ServerStreamingClient[WatchPresenceResponse]
+
+func (c *backendServiceClient) Kick(ctx context.Context, in *KickRequest, opts ...grpc.CallOption) (*KickResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KickResponse)
+	err := c.cc.Invoke(ctx, BackendService_Kick_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackendServiceServer is the server API for BackendService service.
 // All implementations must embed UnimplementedBackendServiceServer
 // for forward compatibility.
 //
-// BackendService is the backend-facing service: pushes (and, later, presence
-// queries and kicks). It is mapped to REST by grpc-gateway.
+// BackendService is the backend-facing service: pushes, presence queries,
+// presence events and kicks. Every call needs an API key
+// (`authorization: Bearer <key>`) unless the server runs in open development
+// mode. It is mapped to REST by grpc-gateway.
 type BackendServiceServer interface {
 	// SendToUid queues a push to every live session of a uid and reports how
 	// many sessions it was queued to. A uid with no live session is NOT_FOUND
@@ -216,6 +315,26 @@ type BackendServiceServer interface {
 	// Broadcast queues a push to every identified session on the server and
 	// reports how many sessions it was queued to (zero is not an error).
 	Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error)
+	// GetPresence reports whether one uid is online, with its live sessions,
+	// or when it was last seen.
+	GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error)
+	// BatchGetPresence reports the presence of up to 1,000 uids in one round
+	// trip, in the order asked.
+	BatchGetPresence(context.Context, *BatchGetPresenceRequest) (*BatchGetPresenceResponse, error)
+	// ListOnline lists the online uids in uid order, a page at a time.
+	ListOnline(context.Context, *ListOnlineRequest) (*ListOnlineResponse, error)
+	// GetCounts reports how many uids are online and how many sessions are
+	// live.
+	GetCounts(context.Context, *GetCountsRequest) (*GetCountsResponse, error)
+	// WatchPresence streams presence events: a uid coming online (its first
+	// session) or going offline (no session for the whole grace period), and
+	// optionally every session starting and ending. Over REST it is
+	// newline-delimited JSON, one `{"result": {...}}` per line. A watcher
+	// that falls behind its bounded queue is ended with RESOURCE_EXHAUSTED.
+	WatchPresence(*WatchPresenceRequest, grpc.ServerStreamingServer[WatchPresenceResponse]) error
+	// Kick ends every live session of a uid, or one session, with Goodbye
+	// KICKED. A uid (or session) that is not live is NOT_FOUND.
+	Kick(context.Context, *KickRequest) (*KickResponse, error)
 	mustEmbedUnimplementedBackendServiceServer()
 }
 
@@ -231,6 +350,24 @@ func (UnimplementedBackendServiceServer) SendToUid(context.Context, *SendToUidRe
 }
 func (UnimplementedBackendServiceServer) Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Broadcast not implemented")
+}
+func (UnimplementedBackendServiceServer) GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPresence not implemented")
+}
+func (UnimplementedBackendServiceServer) BatchGetPresence(context.Context, *BatchGetPresenceRequest) (*BatchGetPresenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchGetPresence not implemented")
+}
+func (UnimplementedBackendServiceServer) ListOnline(context.Context, *ListOnlineRequest) (*ListOnlineResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOnline not implemented")
+}
+func (UnimplementedBackendServiceServer) GetCounts(context.Context, *GetCountsRequest) (*GetCountsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCounts not implemented")
+}
+func (UnimplementedBackendServiceServer) WatchPresence(*WatchPresenceRequest, grpc.ServerStreamingServer[WatchPresenceResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchPresence not implemented")
+}
+func (UnimplementedBackendServiceServer) Kick(context.Context, *KickRequest) (*KickResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Kick not implemented")
 }
 func (UnimplementedBackendServiceServer) mustEmbedUnimplementedBackendServiceServer() {}
 func (UnimplementedBackendServiceServer) testEmbeddedByValue()                        {}
@@ -289,6 +426,107 @@ func _BackendService_Broadcast_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BackendService_GetPresence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPresenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServiceServer).GetPresence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackendService_GetPresence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServiceServer).GetPresence(ctx, req.(*GetPresenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackendService_BatchGetPresence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchGetPresenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServiceServer).BatchGetPresence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackendService_BatchGetPresence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServiceServer).BatchGetPresence(ctx, req.(*BatchGetPresenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackendService_ListOnline_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOnlineRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServiceServer).ListOnline(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackendService_ListOnline_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServiceServer).ListOnline(ctx, req.(*ListOnlineRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackendService_GetCounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCountsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServiceServer).GetCounts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackendService_GetCounts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServiceServer).GetCounts(ctx, req.(*GetCountsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackendService_WatchPresence_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchPresenceRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BackendServiceServer).WatchPresence(m, &grpc.GenericServerStream[WatchPresenceRequest, WatchPresenceResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BackendService_WatchPresenceServer = grpc.ServerStreamingServer[WatchPresenceResponse]
+
+func _BackendService_Kick_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KickRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServiceServer).Kick(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackendService_Kick_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServiceServer).Kick(ctx, req.(*KickRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BackendService_ServiceDesc is the grpc.ServiceDesc for BackendService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -304,7 +542,33 @@ var BackendService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Broadcast",
 			Handler:    _BackendService_Broadcast_Handler,
 		},
+		{
+			MethodName: "GetPresence",
+			Handler:    _BackendService_GetPresence_Handler,
+		},
+		{
+			MethodName: "BatchGetPresence",
+			Handler:    _BackendService_BatchGetPresence_Handler,
+		},
+		{
+			MethodName: "ListOnline",
+			Handler:    _BackendService_ListOnline_Handler,
+		},
+		{
+			MethodName: "GetCounts",
+			Handler:    _BackendService_GetCounts_Handler,
+		},
+		{
+			MethodName: "Kick",
+			Handler:    _BackendService_Kick_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchPresence",
+			Handler:       _BackendService_WatchPresence_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "presence/v1/presence.proto",
 }
