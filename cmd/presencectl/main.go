@@ -64,7 +64,7 @@ type command struct {
 // (end a uid's sessions), token (mint a client token for development).
 // Each goes in its own file with a command value added here; backend calls
 // use e.backend and e.callContext, as send does.
-var commands = []*command{watchCmd, sendCmd, broadcastCmd, tokenCmd, versionCmd}
+var commands = []*command{watchCmd, sendCmd, broadcastCmd, presenceCmd, onlineCmd, kickCmd, tokenCmd, versionCmd}
 
 // env is what a command runs with.
 type env struct {
@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd := lookup(name)
 	if cmd == nil {
-		return usageErr("", "unknown command %q; commands are watch, send, broadcast, token, version", name)
+		return usageErr("", "unknown command %q; commands are watch, send, broadcast, presence, online, kick, token, version", name)
 	}
 
 	fs := newFlagSet("presencectl " + cmd.name)
