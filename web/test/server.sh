@@ -7,7 +7,7 @@
 # (the connection just drops); freeze and thaw send SIGSTOP and SIGCONT (a
 # server that goes silent without closing anything).
 set -euo pipefail
-: "${SERVER_CMD:?}" "${STATE_DIR:?}" "${BASE_URL:?}"
+: "${STATE_DIR:?}" "${BASE_URL:?}"
 pidfile="$STATE_DIR/server.pid"
 logfile="$STATE_DIR/server.log"
 
@@ -21,6 +21,7 @@ alive() {
 running() { [ -s "$pidfile" ] && alive "$(cat "$pidfile")"; }
 
 start() {
+	: "${SERVER_CMD:?}"
 	if running; then echo "server.sh: already running (pid $(cat "$pidfile"))" >&2; return 1; fi
 	echo "--- start $(date +%T.%N)" >>"$logfile"
 	# shellcheck disable=SC2086 # SERVER_CMD is a command line

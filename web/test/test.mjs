@@ -140,7 +140,9 @@ try {
   step('freezing the server (SIGSTOP): no frame, no close');
   server('freeze');
   const frozenAt = Date.now();
-  await waitLog('no frame from the server', 10000);
+  await waitLog('no frame from the server', 10000).catch((e) => {
+    throw new Error(`the page did not notice the frozen server within 10 s; the server's heartbeat timeout must be short (run.sh's devserver: 1.5 s): ${e.message}`);
+  });
   const detected = Date.now() - frozenAt;
   await page.waitForTimeout(500); // the page's next attempt hangs on the frozen server
   server('thaw');
