@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Knob experiments: settings presenced has no flags for yet, tried on
+# `presencebench --serve` (the same daemon.Start and defaults as presenced,
+# in a process of its own, pinned like presenced in run.sh). One run each;
+# writes bench/results/knobs-*.json and .txt.
+#
+#   idle, one connection per session: grpc's default transport buffers
+#        against 4 KiB read and write buffers (daemon.Config ReadBufferSize,
+#        WriteBufferSize)
+#   churn: per-session logging at Info (as presenced) against no logging
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+SERVER_CPU=${SERVER_CPU:-0}
+TOOL_CPU=${TOOL_CPU:-1}
+OUT=${OUT:-bench/results}
+GRPC=127.0.0.1:19090
+HTTP=127.0.0.1:19080
+
+BIN=$(mktemp -d)
+SRV=""
+cleanup() {
+	[[ -n "$SRV" ]] && kill -TERM "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null || true
+	rm -rf "$BIN"
+}
+trap cleanup EXIT
+go build -o "$BIN/presencebench" ./cmd/presencebench
+mkdir -p "$OUT"
+ulimit -n 20000
+
+# run NAME "SERVE FLAGS" BENCH FLAGS...
+run() {
+	local name=$1 serveflags=$2
+	shift 2
+	echo "== $name: presencebench --serve $serveflags / presencebench $*"
+	# shellcheck disable=SC2086
+	taskset -c "$SERVER_CPU" "$BIN/presencebench" --serve --grpc-addr "$GRPC" --http-addr "$HTTP" --deadline 10m $serveflags \
+		>"$BIN/serve.log" 2>&1 &
+	SRV=$!
+	for ((i = 0; i < 100; i++)); do
+		curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
+		--label "$name#1" --out "$OUT/knobs-$name.json" "$@" >"$OUT/knobs-$name.txt" || true
+	kill -TERM "$SRV"
+	wait "$SRV" || true
+	SRV=""
+	grep -E '(pass|FAIL)$' "$OUT/knobs-$name.txt" || true
+}
+
+run idle-default "" --scenario idle --sessions 10000
+run idle-buffers-4k "--srv-read-buffer 4096 --srv-write-buffer 4096" --scenario idle --sessions 10000
+run churn-log-info "--srv-log info" --scenario churn --workers 32 --count 50000 --duration 10s
+run churn-log-off "--srv-log off" --scenario churn --workers 32 --count 50000 --duration 10s

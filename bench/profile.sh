@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Profiles the server during the idle and fanout scenarios.
+#
+# presenced has no pprof endpoint, so the server here is `presencebench
+# --serve`: the same daemon.Start with the same defaults (and the same
+# per-session logging) in a process of its own, plus net/http/pprof on a
+# loopback port. It is pinned like presenced in run.sh (taskset -c
+# $SERVER_CPU); the bench drives it from $TOOL_CPU. Writes
+# bench/profiles/{idle-heap,fanout-cpu,fanout-heap}.pb.gz and a text top of
+# each (go tool pprof -top).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+SERVER_CPU=${SERVER_CPU:-0}
+TOOL_CPU=${TOOL_CPU:-1}
+OUT=${OUT:-bench/profiles}
+GRPC=127.0.0.1:19090
+HTTP=127.0.0.1:19080
+PPROF=127.0.0.1:19081
+
+BIN=$(mktemp -d)
+SRV=""
+cleanup() {
+	[[ -n "$SRV" ]] && kill -TERM "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null || true
+	rm -rf "$BIN"
+}
+trap cleanup EXIT
+go build -o "$BIN/presencebench" ./cmd/presencebench
+mkdir -p "$OUT"
+ulimit -n 20000
+
+start_server() {
+	taskset -c "$SERVER_CPU" "$BIN/presencebench" --serve --grpc-addr "$GRPC" --http-addr "$HTTP" --pprof-addr "$PPROF" \
+		--deadline 10m >"$BIN/serve.log" 2>&1 &
+	SRV=$!
+	for ((i = 0; i < 100; i++)); do
+		curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "server did not come up" >&2
+	tail "$BIN/serve.log" >&2
+	exit 1
+}
+stop_server() { kill -TERM "$SRV"; wait "$SRV" || true; SRV=""; }
+
+# wait_for FILE PATTERN: wait (at most 120 s) until the bench's stderr says PATTERN.
+wait_for() {
+	for ((i = 0; i < 1200; i++)); do
+		grep -q "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "timed out waiting for '$2'" >&2
+	return 1
+}
+
+echo "== idle: heap profile with 10,000 sessions open"
+start_server
+taskset -c "$TOOL_CPU" "$BIN/presencebench" --scenario idle --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
+	--sessions 10000 --settle 15s >"$BIN/idle.txt" 2>"$BIN/idle.err" &
+B=$!
+wait_for "$BIN/idle.err" "settling for"
+sleep 5
+curl -fsS -m 30 "http://$PPROF/debug/pprof/heap?gc=1" -o "$OUT/idle-heap.pb.gz"
+wait "$B" || true
+stop_server
+
+echo "== fanout: CPU profile of the saturation phase, heap at its end"
+start_server
+taskset -c "$TOOL_CPU" "$BIN/presencebench" --scenario fanout --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
+	--sessions 10000 --rate 2 --duration 5s --count 300 >"$BIN/fanout.txt" 2>"$BIN/fanout.err" &
+B=$!
+wait_for "$BIN/fanout.err" "saturation: 300 broadcasts"
+curl -fsS -m 60 "http://$PPROF/debug/pprof/profile?seconds=15" -o "$OUT/fanout-cpu.pb.gz"
+curl -fsS -m 30 "http://$PPROF/debug/pprof/heap" -o "$OUT/fanout-heap.pb.gz"
+wait "$B" || true
+stop_server
+
+for p in idle-heap fanout-heap; do
+	go tool pprof -sample_index=inuse_space -top -nodecount=25 "$OUT/$p.pb.gz" >"$OUT/$p.top.txt" 2>/dev/null
+done
+go tool pprof -top -nodecount=40 "$OUT/fanout-cpu.pb.gz" >"$OUT/fanout-cpu.top.txt" 2>/dev/null
+go tool pprof -top -cum -nodecount=40 "$OUT/fanout-cpu.pb.gz" >"$OUT/fanout-cpu.cum.txt" 2>/dev/null
+cp "$BIN/idle.txt" "$OUT/idle-run.txt"
+cp "$BIN/fanout.txt" "$OUT/fanout-run.txt"
+echo "== wrote $OUT"

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Reproduces the runs published in BENCHMARKS.md.
+#
+# Builds presenced and presencebench from this checkout, then for each round
+# (RUNS, default 3) and each scenario starts a fresh presenced pinned to one
+# CPU (taskset -c $SERVER_CPU), runs presencebench pinned to another
+# (taskset -c $TOOL_CPU) and stops the server. Each run writes
+# bench/results/<scenario>-<round>.json (the raw report) and .txt (its
+# table); bench/results/SUMMARY.md gets the medians at the end.
+#
+# Only 127.0.0.0/8 is used: the server listens on 127.0.0.1:19090 (gRPC) and
+# 127.0.0.1:19080 (HTTP), away from the default ports other tests use.
+#
+# Environment: RUNS=3, ONLY="idle idle-mux fanout fanout-mux unicast silent
+# slow churn", SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
+# (seconds to wait, before each run, for other processes to leave the CPUs
+# alone; the reports record how busy the machine was either way).
+# BENCH_COMMIT names the server's commit when run outside a git checkout.
+# About 12 minutes on a quiet machine; longer when other work shares the CPUs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+
+RUNS=${RUNS:-3}
+ONLY=${ONLY:-"idle idle-mux fanout fanout-mux unicast silent slow churn"}
+SERVER_CPU=${SERVER_CPU:-0}
+TOOL_CPU=${TOOL_CPU:-1}
+OUT=${OUT:-bench/results}
+QUIET_WAIT=${QUIET_WAIT:-10}
+GRPC=127.0.0.1:19090
+HTTP=127.0.0.1:19080
+
+BIN=$(mktemp -d)
+SRV=""
+cleanup() {
+	if [[ -n "$SRV" ]] && kill -0 "$SRV" 2>/dev/null; then
+		kill -TERM "$SRV" 2>/dev/null || true
+		wait "$SRV" 2>/dev/null || true
+	fi
+	rm -rf "$BIN"
+}
+trap cleanup EXIT
+
+echo "== build"
+go build -o "$BIN/presenced" ./cmd/presenced
+go build -o "$BIN/presencebench" ./cmd/presencebench
+mkdir -p "$OUT"
+
+# One server holds a connection per session: raise the open-file limit.
+ulimit -n 20000
+
+if curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1; then
+	echo "something already serves $HTTP; stop it first" >&2
+	exit 1
+fi
+
+{
+	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	if [[ -n "${BENCH_COMMIT:-}" ]]; then
+		echo "commit: $BENCH_COMMIT"
+	elif git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		echo "commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- server daemon cmd/presenced || echo ' (server sources modified)')"
+	fi
+	echo "nproc: $(nproc)"
+	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+	echo "go: $(go version)"
+	echo "kernel: $(uname -r)"
+	echo "ulimit -n: $(ulimit -n)"
+	echo "server: taskset -c $SERVER_CPU presenced --grpc-addr $GRPC --http-addr $HTTP ..."
+	echo "tool:   taskset -c $TOOL_CPU presencebench ..."
+} >"$OUT/machine.txt"
+cat "$OUT/machine.txt"
+
+# busy_cores prints how many cores all processes used over the last second.
+busy_cores() {
+	local a b
+	a=($(head -1 /proc/stat))
+	sleep 1
+	b=($(head -1 /proc/stat))
+	local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
+	echo "$busy"
+}
+
+# wait_quiet waits (at most QUIET_WAIT s) until the machine is nearly idle.
+wait_quiet() {
+	local i
+	for ((i = 0; i < QUIET_WAIT; i++)); do
+		(($(busy_cores) <= 25)) && return 0 # <= 0.25 cores in jiffies/s
+	done
+	echo "   (machine still busy; running anyway: the report records it)"
+}
+
+# start_server starts a fresh presenced with the given extra flags.
+start_server() {
+	taskset -c "$SERVER_CPU" "$BIN/presenced" --grpc-addr "$GRPC" --http-addr "$HTTP" "$@" >"$BIN/presenced.log" 2>&1 &
+	SRV=$!
+	local i
+	for ((i = 0; i < 100; i++)); do
+		curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "presenced did not come up:" >&2
+	tail -20 "$BIN/presenced.log" >&2
+	exit 1
+}
+
+stop_server() {
+	kill -TERM "$SRV"
+	local i
+	for ((i = 0; i < 200; i++)); do
+		kill -0 "$SRV" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$SRV" 2>/dev/null || true
+	wait "$SRV" 2>/dev/null || true
+	SRV=""
+}
+
+# bench NAME ROUND SERVER_FLAGS -- BENCH_FLAGS
+bench() {
+	local name=$1 round=$2
+	shift 2
+	local srvflags=()
+	while [[ $# -gt 0 && "$1" != "--" ]]; do
+		srvflags+=("$1")
+		shift
+	done
+	shift
+	wait_quiet
+	echo "== $name round $round: presenced ${srvflags[*]:-} / presencebench $*"
+	start_server "${srvflags[@]}"
+	local rc=0
+	taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
+		--label "default#$round" --out "$OUT/$name-$round.json" "$@" >"$OUT/$name-$round.txt" || rc=$?
+	stop_server
+	grep -E '^(CHECK|[a-z].*(pass|FAIL)$)' "$OUT/$name-$round.txt" || true
+	if ((rc != 0)); then
+		echo "   presencebench exited $rc (see $OUT/$name-$round.txt)"
+	fi
+}
+
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
+for ((round = 1; round <= RUNS; round++)); do
+	want idle && bench idle "$round" -- --scenario idle --sessions 10000
+	want idle-mux && bench idle-mux "$round" -- --scenario idle --sessions 10000 --streams-per-conn 100
+	want fanout && bench fanout "$round" -- --scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16
+	want fanout-mux && bench fanout-mux "$round" -- --scenario fanout --sessions 10000 --streams-per-conn 100 --rate 2 --duration 15s --count 300 --window 16
+	want unicast && bench unicast "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s
+	want silent && bench silent "$round" --heartbeat-interval 1s --heartbeat-timeout 3s --reap-interval 1s -- \
+		--scenario silent --sessions 1000 --silent-frac 0.1 --reap-interval 1s
+	want slow && bench slow "$round" -- --scenario slow --sessions 1000 --slow-frac 0.01 --rate 50 --payload-bytes 1024 --baseline 5s --duration 20s
+	want churn && bench churn "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s
+done
+
+"$BIN/presencebench" --summarize "$OUT"/*-[0-9]*.json >"$OUT/SUMMARY.md"
+echo "== medians in $OUT/SUMMARY.md"

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// runChurn runs connect/identify/disconnect cycles with --workers
+// concurrent workers, bounded by --count cycles and --duration. Each cycle
+// (by default on a new TCP connection, as a reconnecting client) opens
+// Connect, sends Identify, waits for Identified, half-closes and reads to
+// the end of the stream. It reports sessions per second, then whether the
+// server's goroutines come back to their baseline and its heap in use
+// comes back within 10% after its next GC.
+func runChurn(ctx context.Context, e *env) error {
+	cfg, rep := e.cfg, e.rep
+	workers := orDefault(cfg.workers, 32)
+	count := orDefault(cfg.count, 50000)
+	dur := orDefault(cfg.duration, 10*time.Second)
+	rep.Variant = fmt.Sprintf("workers=%d new-conn-per-cycle=%v", workers, cfg.churnNewConn)
+
+	base, gcOK, err := e.t.waitGC(ctx, 20*time.Second)
+	if err != nil {
+		return fmt.Errorf("server baseline: %w", err)
+	}
+	if !gcOK {
+		rep.note("no server GC seen before the baseline; heap baseline taken without one")
+	}
+	var conns []*grpc.ClientConn
+	if !cfg.churnNewConn {
+		if conns, err = dialConns(e.t, workers, 0, false); err != nil {
+			return err
+		}
+	}
+
+	var next, ok atomic.Int64
+	var mu sync.Mutex
+	failures := map[string]int{}
+	lats := make([][]int64, workers)
+	var lastDone atomic.Int64
+	start := time.Now()
+	end := start.Add(dur)
+	stop := e.pr.every(time.Second, func() string {
+		return fmt.Sprintf("churn: %d sessions done (%.0f/s)", ok.Load(), float64(ok.Load())/time.Since(start).Seconds())
+	})
+	srv0, cpu0 := e.t.cpuSeconds(ctx), cpuNow()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for ctx.Err() == nil && time.Now().Before(end) {
+				i := next.Add(1) - 1
+				if i >= int64(count) {
+					return
+				}
+				t0 := time.Now()
+				var cc *grpc.ClientConn
+				if conns != nil {
+					cc = conns[w]
+				}
+				err := churnCycle(ctx, e, cc, fmt.Sprintf("%s-c%d", e.runID, i), int(i))
+				if err != nil {
+					mu.Lock()
+					failures[status.Code(err).String()]++
+					mu.Unlock()
+					continue
+				}
+				now := time.Now()
+				lats[w] = append(lats[w], now.Sub(t0).Nanoseconds())
+				ok.Add(1)
+				lastDone.Store(now.UnixNano())
+			}
+		}(w)
+	}
+	wg.Wait()
+	stop()
+	cpu := cpuSince(cpu0)
+	srv := e.t.cpuSeconds(ctx) - srv0
+	closeConns(conns)
+	elapsed := time.Duration(lastDone.Load() - start.UnixNano())
+	if elapsed <= 0 {
+		elapsed = time.Since(start)
+	}
+	rate := float64(ok.Load()) / elapsed.Seconds()
+	var all []int64
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	rep.metric("sessions", float64(ok.Load()), "", fmt.Sprintf("failures %v", failures))
+	rep.metric("sessions_per_s", rate, "sessions/s", "")
+	rep.latency("cycle", summarize(all))
+	rep.perServerCPU("sessions_per_server_cpu_s", float64(ok.Load()), srv, "sessions/s")
+	if t := cpu.UserSec + cpu.SysSec; t > 0 {
+		rep.metric("sessions_per_tool_cpu_s", float64(ok.Load())/t, "sessions/s", "the bench's own capacity: if below the server's, the tool is the limit")
+	}
+	rep.cpu("run", cpu)
+	rep.serverCPU("run", srv, cpu.WallSec)
+	rep.check("churn sessions/s", ">= 3000/s", fmt.Sprintf("%.0f/s", rate), rate >= 3000)
+	if srv > 0 {
+		est := float64(ok.Load()) / srv
+		rep.check("churn sessions/s per server CPU-second (estimate)", ">= 3000/s", fmt.Sprintf("%.0f/s", est), est >= 3000)
+	}
+
+	// Goroutines: poll until back at the baseline, up to 15 s.
+	var after serverSample
+	back := -1.0
+	t0 := time.Now()
+	for time.Since(t0) < 15*time.Second && ctx.Err() == nil {
+		if after, err = e.t.sample(ctx); err != nil {
+			return err
+		}
+		if after.goroutines <= base.goroutines {
+			back = time.Since(t0).Seconds()
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	rep.metric("goroutines.before", base.goroutines, "", "")
+	rep.metric("goroutines.after", after.goroutines, "", "")
+	rep.metric("goroutines.seconds_to_baseline", back, "s", "-1: not back within 15 s")
+	rep.check("churn: goroutines back to baseline", fmt.Sprintf("<= %.0f", base.goroutines), fmt.Sprintf("%.0f", after.goroutines), back >= 0)
+
+	gc1, ok1, err := e.t.waitGC(ctx, 20*time.Second)
+	if err != nil {
+		return err
+	}
+	gc2, ok2, err := e.t.waitGC(ctx, 20*time.Second)
+	if err != nil {
+		return err
+	}
+	const mib = 1 << 20
+	rep.metric("heap_inuse.before", base.heapInuse/mib, "MiB", "after a GC, before the churn")
+	rep.metric("heap_inuse.after_next_gc", gc1.heapInuse/mib, "MiB", fmt.Sprintf("GC seen: %v", ok1))
+	rep.metric("heap_inuse.after_second_gc", gc2.heapInuse/mib, "MiB", fmt.Sprintf("GC seen: %v (sync.Pool victim caches survive one GC)", ok2))
+	ratio := gc1.heapInuse / base.heapInuse
+	rep.metric("heap_inuse.ratio_next_gc", ratio, "x", "")
+	rep.metric("heap_inuse.ratio_second_gc", gc2.heapInuse/base.heapInuse, "x", "")
+	rep.check("churn: heap in use back within 10% after the next GC", "<= 1.10x", fmt.Sprintf("%.2fx", ratio), ok1 && ratio <= 1.10)
+	e.pr.printf("churn: %.0f sessions/s; goroutines %v -> %v; heap %.2fx after next GC", rate, base.goroutines, after.goroutines, ratio)
+	return nil
+}
+
+// churnCycle is one session's life: Connect, Identify, Identified,
+// half-close, read to the end. cc nil means a connection of its own.
+func churnCycle(ctx context.Context, e *env, cc *grpc.ClientConn, uid string, i int) error {
+	if cc == nil {
+		c, err := e.t.newConn(i, false)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		cc = c
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(ctx, grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: uid}}}); err != nil {
+		return err
+	}
+	var raw rawFrame
+	var f frameInfo
+	for f.kind != kindIdentified {
+		if err := stream.RecvMsg(&raw); err != nil {
+			return err
+		}
+		if err := decodeFrame(raw.b, &f); err != nil {
+			return err
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		return err
+	}
+	for {
+		err := stream.RecvMsg(&raw)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

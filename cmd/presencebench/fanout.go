@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// runFanout opens N sessions and broadcasts to them over gRPC, first at a
+// fixed offered rate (open loop, latency from each broadcast's scheduled
+// time), then at saturation: back to back for a bounded count, with at most
+// --window broadcasts in flight (sent but not yet received by every
+// session), so that the run measures how fast the server can deliver
+// rather than how fast its queues overflow. Each push carries its publish
+// time in the payload; the receiver's clock (the same machine) gives the
+// latency. Sessions that end during the run are counted as evicted.
+func runFanout(ctx context.Context, e *env) error {
+	cfg, rep := e.cfg, e.rep
+	n := orDefault(cfg.sessions, 10000)
+	nconns, per := cfg.connLayout(n)
+	rate := orDefault(cfg.rate, 2)
+	dur := orDefault(cfg.duration, 15*time.Second)
+	fixed := max(1, int(rate*dur.Seconds()))
+	satCount := orDefault(cfg.count, 300)
+	window := max(1, cfg.window)
+	rep.Variant = fmt.Sprintf("sessions=%d conns=%d streams/conn=%d", n, nconns, per)
+	rep.Detail["fixed_rate_per_s"] = rate
+	rep.Detail["fixed_broadcasts"] = fixed
+	rep.Detail["saturation_broadcasts"] = satCount
+	rep.Detail["window"] = window
+
+	tr := newTracker(fixed + satCount)
+	conns, err := dialConns(e.t, nconns, 1, false)
+	if err != nil {
+		return err
+	}
+	defer closeConns(conns)
+	sessions, _, err := openSessions(ctx, sessionSpec{
+		n: n, conns: conns, prefix: e.runID, parallel: cfg.dialParallel,
+		onPush: func(s *session, f *frameInfo, now int64) {
+			tr.got(f.idx, now)
+			if f.t > 0 {
+				s.record(sample{idx: f.idx, total: now - f.t, toSrv: f.sentAt - f.t})
+			}
+		},
+		onEnd: func(*session) { tr.sessionEnded() },
+	}, e.pr)
+	defer closeSessions(sessions, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	rep.Target.HeartbeatInterval, rep.Target.HeartbeatTimeout = sessions[0].hbInterval.String(), sessions[0].hbTimeout.String()
+	pub, err := newPublisher(e.t, cfg.payloadBytes)
+	if err != nil {
+		return err
+	}
+	defer pub.close()
+	// Let the last Identified frames and the first Pings drain.
+	time.Sleep(500 * time.Millisecond)
+
+	// Phase 1: fixed offered rate.
+	e.pr.printf("fixed rate: %d broadcasts at %.1f/s to %d sessions", fixed, rate, len(sessions))
+	var mu sync.Mutex
+	var pubErrs int
+	var rpcLat []int64
+	srv0, cpu0 := e.t.cpuSeconds(ctx), cpuNow()
+	stop := e.pr.every(time.Second, func() string {
+		r, _ := tr.totals(0, int64(fixed))
+		return fmt.Sprintf("fixed rate: %d deliveries, %d sessions ended", r, tr.ended.Load())
+	})
+	lag, issued := openLoop(fixed, rate, 64, time.Now().Add(10*time.Millisecond), ctx.Done(), nil, func(k int, sched time.Time) {
+		t0 := time.Now()
+		resp, err := pub.broadcast(ctx, int64(k), sched.UnixNano())
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			pubErrs++
+			return
+		}
+		rpcLat = append(rpcLat, time.Since(t0).Nanoseconds())
+		tr.sent(int64(k), resp.GetDelivered())
+	})
+	for k := 0; k < issued; k++ {
+		tr.wait(int64(k), time.Now().Add(5*time.Second), ctx.Done())
+	}
+	stop()
+	fixedCPU := cpuSince(cpu0)
+	fixedSrv := e.t.cpuSeconds(ctx) - srv0
+	recv, deliv := tr.totals(0, int64(fixed))
+	rep.metric("fixed.broadcasts", float64(issued), "", fmt.Sprintf("%.1f/s offered, %d errors", rate, pubErrs))
+	rep.metric("fixed.deliveries", float64(recv), "", fmt.Sprintf("server queued %d", deliv))
+	fl := summarize(totalsOf(collect(sessions, idxRange(0, int64(fixed)))))
+	rep.latency("fixed.latency", fl)
+	rep.latency("fixed.broadcast_rpc", summarize(rpcLat))
+	rep.latency("fixed.tool_lag", summarize(lag))
+	rep.cpu("fixed", fixedCPU)
+	rep.serverCPU("fixed", fixedSrv, fixedCPU.WallSec)
+	rep.check(fmt.Sprintf("fanout %.0f/s x %d p99", rate, len(sessions)), "<= 100 ms", fmt.Sprintf("%.1f ms", fl.P99Ms), fl.P99Ms <= 100 && fl.Count > 0)
+	endedFixed := tr.ended.Load()
+
+	// Phase 2: saturation, bounded by count and 2x --duration.
+	e.pr.printf("saturation: %d broadcasts back to back, window %d", satCount, window)
+	var satRPC []int64
+	satErrs := 0
+	capAt := time.Now().Add(2 * dur)
+	srv1, cpu1 := e.t.cpuSeconds(ctx), cpuNow()
+	satStart := time.Now()
+	first := int64(fixed)
+	var sent atomic.Int64
+	var lastSec int64 // progress printer only
+	stop = e.pr.every(time.Second, func() string {
+		ns := sent.Load()
+		r, _ := tr.totals(first, first+ns)
+		d := r - lastSec
+		lastSec = r
+		return fmt.Sprintf("saturation: %d/%d sent, %d deliveries (%d/s), %d sessions ended", ns, satCount, r, d, tr.ended.Load())
+	})
+	for k := int64(0); k < int64(satCount) && ctx.Err() == nil && time.Now().Before(capAt); k++ {
+		idx := first + k
+		if k >= int64(window) && !tr.wait(idx-int64(window), capAt, ctx.Done()) {
+			break
+		}
+		t0 := time.Now()
+		resp, err := pub.broadcast(ctx, idx, t0.UnixNano())
+		if err != nil {
+			satErrs++
+			continue
+		}
+		satRPC = append(satRPC, time.Since(t0).Nanoseconds())
+		tr.sent(idx, resp.GetDelivered())
+		sent.Store(k + 1)
+	}
+	nsent := sent.Load()
+	for k := int64(0); k < nsent; k++ {
+		tr.wait(first+k, time.Now().Add(5*time.Second), ctx.Done())
+	}
+	stop()
+	satCPU := cpuSince(cpu1)
+	satSrv := e.t.cpuSeconds(ctx) - srv1
+	if err := e.heapProfile(); err != nil {
+		return err
+	}
+	recv, deliv = tr.totals(first, first+nsent)
+	elapsed := time.Duration(tr.last.Load() - satStart.UnixNano())
+	if elapsed <= 0 {
+		elapsed = time.Since(satStart)
+	}
+	perSec := float64(recv) / elapsed.Seconds()
+	endedSat := tr.ended.Load() - endedFixed
+	rep.metric("saturation.broadcasts", float64(nsent), "", fmt.Sprintf("window %d, %d errors", window, satErrs))
+	rep.metric("saturation.deliveries", float64(recv), "", fmt.Sprintf("server queued %d; lost %d", deliv, deliv-recv))
+	rep.metric("saturation.seconds", elapsed.Seconds(), "s", "first send to last receipt")
+	rep.metric("saturation.deliveries_per_s", perSec, "deliveries/s", "")
+	rep.perServerCPU("saturation.deliveries_per_server_cpu_s", float64(recv), satSrv, "deliveries/s")
+	if t := satCPU.UserSec + satCPU.SysSec; t > 0 {
+		rep.metric("saturation.deliveries_per_tool_cpu_s", float64(recv)/t, "deliveries/s", "the bench's own capacity: if below the server's, the tool is the limit")
+	}
+	if satSrv > 0 {
+		est := float64(recv) / satSrv
+		rep.check(fmt.Sprintf("fanout saturated x %d, per server CPU-second (estimate)", len(sessions)), ">= 180000/s", fmt.Sprintf("%.0f/s", est), est >= 180000)
+	}
+	rep.cpu("saturation", satCPU)
+	rep.serverCPU("saturation", satSrv, satCPU.WallSec)
+	rep.latency("saturation.latency", summarize(totalsOf(collect(sessions, idxRange(first, first+nsent)))))
+	rep.latency("saturation.broadcast_rpc", summarize(satRPC))
+	rep.metric("evicted", float64(tr.ended.Load()), "sessions", fmt.Sprintf("%d in the fixed phase, %d at saturation", endedFixed, endedSat))
+	rep.check(fmt.Sprintf("fanout saturated x %d deliveries/s", len(sessions)), ">= 180000/s", fmt.Sprintf("%.0f/s", perSec), perSec >= 180000)
+	rep.check("fanout saturated: no eviction", "0 sessions ended", fmt.Sprintf("%d", endedSat), endedSat == 0)
+	if satCPU.Limited {
+		rep.note("the saturation figure is at the bench's CPU limit: the server may deliver faster than measured")
+	}
+	rep.Ends = endTally(sessions)
+	e.pr.printf("saturation: %.0f deliveries/s, fixed p99 %.1f ms, %d evicted", perSec, fl.P99Ms, tr.ended.Load())
+	return nil
+}

@@ -1,0 +1,361 @@
+// Command presencebench is the load tool for presenced. It drives a running
+// presenced over its public gRPC and REST APIs (--grpc-addr, --http-addr;
+// --server-pid for its RSS and CPU from /proc) or, with --inprocess, a
+// daemon started inside the bench for a quick look (such results are marked
+// and are not comparable: client and server share the process).
+//
+// Scenarios (--scenario):
+//
+//	idle     N sessions identified and heartbeating; server RSS and
+//	         goroutines per session
+//	fanout   Broadcast to N sessions at a fixed rate and at saturation;
+//	         deliveries/s, publish->receive latency, evictions
+//	unicast  REST SendToUid to random uids, open-loop at a fixed rate;
+//	         latency from each push's scheduled time to receipt
+//	silent   some clients stop sending (TCP stays open, they keep reading);
+//	         time to eviction against the heartbeat timeout
+//	slow     1% of clients stop reading during 1 KiB broadcasts; the
+//	         others' latency with and without them, time to end them, RSS
+//	churn    connect/identify/disconnect cycles; sessions/s, goroutines
+//	         and heap back to baseline
+//
+// Safety: it only ever talks to 127.0.0.0/8. Every address is resolved up
+// front and refused unless it is loopback, and every dial checks again.
+// Every phase is bounded by --duration (or a count) and the whole run by
+// --deadline; progress goes to stderr, a table to stdout, JSON to --out.
+//
+// Two helper modes: --serve runs only a presence daemon with the --srv-*
+// knobs (transport buffers and windows that presenced has no flags for
+// yet) and an optional pprof listener, for knob experiments and profiles;
+// --summarize prints medians of several --out files as Markdown.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "presencebench:", err)
+		os.Exit(1)
+	}
+}
+
+// config is every flag.
+type config struct {
+	scenario  string
+	grpcAddr  string
+	httpAddr  string
+	serverPID int
+	inprocess bool
+	out       string
+	label     string
+
+	sessions       int
+	conns          int
+	streamsPerConn int
+	sourceAddrs    int
+	dialParallel   int
+
+	settle       time.Duration
+	duration     time.Duration
+	deadline     time.Duration
+	rate         float64
+	count        int
+	window       int
+	payloadBytes int
+	workers      int
+	silentFrac   float64
+	slowFrac     float64
+	reapInterval time.Duration
+	baseline     time.Duration
+	churnNewConn bool
+	seed         uint64
+
+	cpuProfile string
+	memProfile string
+
+	serve     bool
+	pprofAddr string
+	summarize bool
+
+	srv srvConfig
+}
+
+// srvConfig configures the in-process daemon (--inprocess, --serve).
+type srvConfig struct {
+	heartbeatInterval time.Duration
+	heartbeatTimeout  time.Duration
+	reapInterval      time.Duration
+	queueMaxMessages  int
+	queueMaxBytes     int
+	readBuffer        int
+	writeBuffer       int
+	initialWindow     int
+	initialConnWindow int
+	logLevel          string
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet("presencebench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &config{}
+	fs.StringVar(&c.scenario, "scenario", "", "idle, fanout, unicast, silent, slow or churn")
+	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:9090", "presenced gRPC address (must be 127.0.0.0/8)")
+	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "presenced HTTP address: REST and /metrics (must be 127.0.0.0/8)")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "presenced's pid, for RSS (/proc/PID/status VmRSS) and CPU (/proc/PID/stat); without it they come from /metrics")
+	fs.BoolVar(&c.inprocess, "inprocess", false, "start the server inside the bench (quick look only; results are marked as such)")
+	fs.StringVar(&c.out, "out", "", "write the JSON report to this file")
+	fs.StringVar(&c.label, "label", "", `free text stored in the report; "group#n" groups runs for --summarize`)
+
+	fs.IntVar(&c.sessions, "sessions", 0, "sessions to open (default per scenario: 10000 idle/fanout/unicast, 1000 silent/slow)")
+	fs.IntVar(&c.conns, "conns", 0, "client connections to carry the sessions (default one per session)")
+	fs.IntVar(&c.streamsPerConn, "streams-per-conn", 0, "sessions per connection (overrides --conns)")
+	fs.IntVar(&c.sourceAddrs, "source-addrs", 16, "client source addresses to spread sockets over (127.0.0.2 upwards)")
+	fs.IntVar(&c.dialParallel, "dial-parallel", 256, "sessions opened at once")
+
+	fs.DurationVar(&c.settle, "settle", 0, "idle: wait after the last session is identified (default heartbeat interval + 2s); silent: before going silent (default one interval)")
+	fs.DurationVar(&c.duration, "duration", 0, "cap of the measured phase (default: fanout 15s fixed-rate phase, unicast 20s, slow 20s stall phase, churn 10s, silent 3 timeouts + reap interval)")
+	fs.DurationVar(&c.deadline, "deadline", 10*time.Minute, "overall deadline of the run")
+	fs.Float64Var(&c.rate, "rate", 0, "offered rate per second (default: fanout 2 broadcasts, unicast 500 pushes, slow 50 broadcasts)")
+	fs.IntVar(&c.count, "count", 0, "fanout: broadcasts in the saturation phase (default 300); churn: cycles (default 50000)")
+	fs.IntVar(&c.window, "window", 16, "fanout saturation: broadcasts in flight (sent, not yet received by every session); must stay below the server's queue bound")
+	fs.IntVar(&c.payloadBytes, "payload-bytes", -1, "approximate push payload size (default: slow 1024, others just the timestamp)")
+	fs.IntVar(&c.workers, "workers", 0, "unicast: concurrent REST requests (default 64); churn: concurrent cycles (default 32)")
+	fs.Float64Var(&c.silentFrac, "silent-frac", 0.1, "silent: fraction of sessions that go silent")
+	fs.Float64Var(&c.slowFrac, "slow-frac", 0.01, "slow: fraction of sessions that stop reading")
+	fs.DurationVar(&c.reapInterval, "reap-interval", 0, "silent: the server's reap interval, for the eviction bound (default the in-process server's, else 10s)")
+	fs.DurationVar(&c.baseline, "baseline", 5*time.Second, "slow: phase with every client reading, before 1% stop")
+	fs.BoolVar(&c.churnNewConn, "churn-new-conn", true, "churn: a new TCP connection per cycle (false: cycle streams over --workers kept connections)")
+	fs.Uint64Var(&c.seed, "seed", 1, "random seed (uid choice in unicast)")
+
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (with --inprocess it includes the server)")
+	fs.StringVar(&c.memProfile, "memprofile", "", "write a heap profile of this process at the end of the measured phase")
+
+	fs.BoolVar(&c.serve, "serve", false, "run only a presence daemon with the --srv-* settings on --grpc-addr/--http-addr until SIGINT or --deadline")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "--serve: serve net/http/pprof here (loopback only)")
+	fs.BoolVar(&c.summarize, "summarize", false, "print Markdown medians of the JSON reports named as arguments")
+
+	fs.DurationVar(&c.srv.heartbeatInterval, "srv-heartbeat-interval", 0, "in-process/--serve server: heartbeat interval (default the server's)")
+	fs.DurationVar(&c.srv.heartbeatTimeout, "srv-heartbeat-timeout", 0, "in-process/--serve server: heartbeat timeout")
+	fs.DurationVar(&c.srv.reapInterval, "srv-reap-interval", 0, "in-process/--serve server: reap interval")
+	fs.IntVar(&c.srv.queueMaxMessages, "srv-queue-max-messages", 0, "in-process/--serve server: outbound queue bound, frames")
+	fs.IntVar(&c.srv.queueMaxBytes, "srv-queue-max-bytes", 0, "in-process/--serve server: outbound queue bound, bytes")
+	fs.IntVar(&c.srv.readBuffer, "srv-read-buffer", 0, "in-process/--serve server: grpc.ReadBufferSize per connection (0: grpc default 32 KiB)")
+	fs.IntVar(&c.srv.writeBuffer, "srv-write-buffer", 0, "in-process/--serve server: grpc.WriteBufferSize per connection (0: grpc default)")
+	fs.IntVar(&c.srv.initialWindow, "srv-initial-window", 0, "in-process/--serve server: stream flow-control window (0: grpc default, with BDP)")
+	fs.IntVar(&c.srv.initialConnWindow, "srv-initial-conn-window", 0, "in-process/--serve server: connection flow-control window (0: grpc default)")
+	fs.StringVar(&c.srv.logLevel, "srv-log", "", `in-process/--serve server log: "info" (as presenced) or "off" (default: info for --serve, off in-process)`)
+
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: presencebench --scenario NAME [flags]\n       presencebench --serve [flags]\n       presencebench --summarize FILE.json...\n\nLoad tool for presenced; talks only to 127.0.0.0/8.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, fs, err
+	}
+	if c.summarize || c.serve {
+		return c, fs, nil
+	}
+	if fs.NArg() > 0 {
+		return nil, fs, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if _, ok := scenarios[c.scenario]; !ok {
+		return nil, fs, fmt.Errorf("--scenario %q: want one of %s", c.scenario, scenarioNames())
+	}
+	if c.deadline <= 0 {
+		return nil, fs, errors.New("--deadline must be positive")
+	}
+	if c.sessions < 0 || c.conns < 0 || c.streamsPerConn < 0 || c.count < 0 || c.workers < 0 || c.rate < 0 {
+		return nil, fs, errors.New("counts and rates must not be negative")
+	}
+	if c.sessions > 19000 {
+		return nil, fs, fmt.Errorf("--sessions %d: one server holds at most ~19,000 connections under the 20,000 open-file limit", c.sessions)
+	}
+	if c.silentFrac <= 0 || c.silentFrac >= 1 || c.slowFrac <= 0 || c.slowFrac >= 1 {
+		return nil, fs, errors.New("--silent-frac and --slow-frac must be between 0 and 1")
+	}
+	return c, fs, nil
+}
+
+// scenario runs one scenario, filling e.rep.
+type scenarioFunc func(ctx context.Context, e *env) error
+
+var scenarios = map[string]scenarioFunc{
+	"idle":    runIdle,
+	"fanout":  runFanout,
+	"unicast": runUnicast,
+	"silent":  runSilent,
+	"slow":    runSlow,
+	"churn":   runChurn,
+}
+
+func scenarioNames() string {
+	return "idle, fanout, unicast, silent, slow, churn"
+}
+
+// env is what a scenario works with.
+type env struct {
+	cfg   *config
+	t     *target
+	rep   *Report
+	pr    *progress
+	runID string // uid prefix, unique per run
+
+	heapDone bool // --memprofile written
+}
+
+// heapProfile writes --memprofile once: scenarios call it at their
+// measurement point (sessions still open); run calls it at the end in case
+// a scenario did not.
+func (e *env) heapProfile() error {
+	if e.cfg.memProfile == "" || e.heapDone {
+		return nil
+	}
+	e.heapDone = true
+	runtime.GC() // up-to-date heap profile
+	if err := writeHeapProfile(e.cfg.memProfile); err != nil {
+		return fmt.Errorf("--memprofile: %w", err)
+	}
+	e.pr.printf("wrote heap profile %s", e.cfg.memProfile)
+	return nil
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	cfg, fs, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.summarize {
+		return summarizeReports(fs.Args(), stdout)
+	}
+	if cfg.serve {
+		return serve(cfg, stderr)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.deadline)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	t, err := newTarget(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+
+	rep := newReport(cfg, args)
+	rep.Target = Target{GRPCAddr: t.grpcAddr, HTTPAddr: t.httpAddr, ServerPID: t.pid}
+	rep.Machine.ServerCPUs = t.serverCPUs()
+	e := &env{cfg: cfg, t: t, rep: rep, pr: newProgress(stderr, cfg.scenario), runID: fmt.Sprintf("b%x", time.Now().UnixNano()&0xffffffff)}
+	if cfg.inprocess {
+		rep.note("IN-PROCESS: server and clients share this process and its CPUs; RSS, goroutines, heap and CPU include the bench itself; a quick look only")
+	}
+
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	start := time.Now()
+	load0, busy0, srv0, cpu0 := loadAvg(), systemBusy(), t.cpuSeconds(ctx), cpuNow()
+	e.pr.printf("target gRPC %s HTTP %s (pid %d, inprocess %v)", t.grpcAddr, t.httpAddr, t.pid, cfg.inprocess)
+	serr := scenarios[cfg.scenario](ctx, e)
+	rep.WallSec = round3(time.Since(start).Seconds())
+	// How busy the rest of the machine was: other processes' CPU is noise.
+	if busy1, srv1 := systemBusy(), t.cpuSeconds(context.Background()); busy0 >= 0 && busy1 >= 0 {
+		tool := cpuSince(cpu0)
+		others := busy1 - busy0 - tool.UserSec - tool.SysSec
+		if !cfg.inprocess && srv0 >= 0 && srv1 >= 0 {
+			others -= srv1 - srv0
+		}
+		cores := max(0, others/tool.WallSec)
+		note := "CPU used by other processes during the run (noise)"
+		if cores > 0.25 {
+			note += "; NOISY: other work competed for the CPUs"
+			rep.note("other processes used %.2f cores during the run (load average %.1f at start): figures are noisy", cores, load0)
+		}
+		rep.metric("machine.other_cpu", cores, "cores", note)
+		rep.metric("machine.loadavg_start", load0, "", "")
+	}
+	if serr != nil {
+		rep.Error = serr.Error()
+	}
+	if err := e.heapProfile(); err != nil {
+		serr = errors.Join(serr, err)
+	}
+	rep.printTable(stdout)
+	if cfg.out != "" {
+		if err := rep.writeJSON(cfg.out); err != nil {
+			return errors.Join(serr, fmt.Errorf("--out: %w", err))
+		}
+		e.pr.printf("wrote %s", cfg.out)
+	}
+	return serr
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("heap").WriteTo(f, 0)
+}
+
+// connLayout returns how many connections carry n sessions.
+func (c *config) connLayout(n int) (conns, perConn int) {
+	switch {
+	case c.streamsPerConn > 0:
+		perConn = c.streamsPerConn
+		conns = (n + perConn - 1) / perConn
+	case c.conns > 0:
+		conns = min(c.conns, n)
+		perConn = (n + conns - 1) / conns
+	default:
+		conns, perConn = n, 1
+	}
+	return max(conns, 1), max(perConn, 1)
+}
+
+// orDefault returns v, or def when v is zero.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// fmtEnds formats an end tally for progress lines.
+func fmtEnds(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var b strings.Builder
+	for k, v := range m {
+		fmt.Fprintf(&b, "%s=%d ", k, v)
+	}
+	return strings.TrimSpace(b.String())
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runBench runs presencebench with args plus --out, and returns the report.
+func runBench(t *testing.T, args ...string) *Report {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "report.json")
+	var stdout, stderr bytes.Buffer
+	args = append(args, "--out", out, "--deadline", "40s")
+	if err := run(args, &stdout, &stderr); err != nil {
+		t.Fatalf("presencebench %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := new(Report)
+	if err := json.Unmarshal(b, r); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	if !r.InProcess || r.Error != "" {
+		t.Fatalf("report inprocess=%v error=%q", r.InProcess, r.Error)
+	}
+	if !strings.Contains(stdout.String(), "IN-PROCESS") {
+		t.Errorf("table does not mark the run as in-process:\n%s", stdout.String())
+	}
+	return r
+}
+
+func metricOf(t *testing.T, r *Report, name string) float64 {
+	t.Helper()
+	for _, m := range r.Metrics {
+		if m.Name == name {
+			return m.Value
+		}
+	}
+	t.Fatalf("%s report has no metric %q", r.Scenario, name)
+	return 0
+}
+
+func checkPassed(t *testing.T, r *Report, prefix string) {
+	t.Helper()
+	for _, c := range r.Checks {
+		if strings.HasPrefix(c.Name, prefix) {
+			if !c.Pass {
+				t.Errorf("check %q: got %s; want %s", c.Name, c.Got, c.Target)
+			}
+			return
+		}
+	}
+	t.Errorf("%s report has no check %q", r.Scenario, prefix)
+}
+
+// TestScenariosInProcess runs every scenario at a tiny size against an
+// in-process server and checks that each measures what it claims: it is
+// the tool's own end-to-end test, not a benchmark.
+func TestScenariosInProcess(t *testing.T) {
+	t.Run("idle", func(t *testing.T) {
+		t.Parallel()
+		r := runBench(t, "--inprocess", "--scenario", "idle", "--sessions", "20", "--settle", "300ms")
+		if got := metricOf(t, r, "sessions.live"); got != 20 {
+			t.Errorf("sessions.live = %v; want 20", got)
+		}
+		if got := metricOf(t, r, "goroutines.per_session"); got <= 0 {
+			t.Errorf("goroutines.per_session = %v; want > 0", got)
+		}
+	})
+	t.Run("idle multiplexed", func(t *testing.T) {
+		t.Parallel()
+		r := runBench(t, "--inprocess", "--scenario", "idle", "--sessions", "20", "--streams-per-conn", "5", "--settle", "300ms")
+		if r.Variant != "sessions=20 conns=4 streams/conn=5" {
+			t.Errorf("variant = %q", r.Variant)
+		}
+	})
+	t.Run("fanout", func(t *testing.T) {
+		t.Parallel()
+		r := runBench(t, "--inprocess", "--scenario", "fanout", "--sessions", "20", "--rate", "20", "--duration", "1s", "--count", "40", "--window", "4")
+		if got := metricOf(t, r, "fixed.deliveries"); got != 20*20 {
+			t.Errorf("fixed.deliveries = %v; want 400", got)
+		}
+		if got := metricOf(t, r, "saturation.deliveries"); got != 20*40 {
+			t.Errorf("saturation.deliveries = %v; want 800", got)
+		}
+		checkPassed(t, r, "fanout saturated: no eviction")
+	})
+	t.Run("unicast", func(t *testing.T) {
+		t.Parallel()
+		r := runBench(t, "--inprocess", "--scenario", "unicast", "--sessions", "20", "--rate", "100", "--duration", "1s")
+		pushes, acc, recv := metricOf(t, r, "pushes"), metricOf(t, r, "accepted"), metricOf(t, r, "received")
+		if pushes != 100 || acc != pushes || recv != acc {
+			t.Errorf("pushes/accepted/received = %v/%v/%v; want 100 each", pushes, acc, recv)
+		}
+	})
+	t.Run("silent", func(t *testing.T) {
+		t.Parallel()
+		r := runBench(t, "--inprocess", "--scenario", "silent", "--sessions", "20", "--silent-frac", "0.25",
+			"--srv-heartbeat-interval", "500ms", "--srv-heartbeat-timeout", "1500ms", "--srv-reap-interval", "250ms", "--duration", "3s")
+		checkPassed(t, r, "silent: every silent client evicted")
+		checkPassed(t, r, "silent: no eviction before the timeout")
+		checkPassed(t, r, "silent: on-time clients survive")
+	})
+	t.Run("slow", func(t *testing.T) {
+		t.Parallel()
+		// The default queue (256 frames): a smaller one would also end
+		// reading sessions that fall behind under -race.
+		r := runBench(t, "--inprocess", "--scenario", "slow", "--sessions", "20", "--slow-frac", "0.1", "--rate", "150",
+			"--baseline", "500ms", "--duration", "10s")
+		checkPassed(t, r, "slow: every stalled client ended")
+		if got := metricOf(t, r, "others.ended"); got != 0 {
+			t.Errorf("others.ended = %v; want 0", got)
+		}
+	})
+	t.Run("churn", func(t *testing.T) {
+		t.Parallel()
+		r := runBench(t, "--inprocess", "--scenario", "churn", "--workers", "4", "--count", "200", "--duration", "2s")
+		if got := metricOf(t, r, "sessions"); got < 1 {
+			t.Errorf("sessions = %v; want > 0", got)
+		}
+	})
+}
+
+// TestRefusesNonLoopback proves the tool will not run against an address
+// outside 127.0.0.0/8.
+func TestRefusesNonLoopback(t *testing.T) {
+	for _, addr := range []string{"10.0.0.1:9090", "example.invalid:9090", "[::1]:9090"} {
+		var stdout, stderr bytes.Buffer
+		err := run([]string{"--scenario", "idle", "--grpc-addr", addr, "--deadline", "5s"}, &stdout, &stderr)
+		if err == nil {
+			t.Errorf("run with --grpc-addr %s = nil; want a refusal", addr)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	err := run([]string{"--scenario", "idle", "--http-addr", "192.0.2.1:80", "--deadline", "5s"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("run with --http-addr 192.0.2.1:80 = %v; want a loopback refusal", err)
+	}
+}

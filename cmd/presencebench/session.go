@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// session is one client Connect stream of the bench.
+//
+// Goroutines: the reader (readLoop) is the only caller of RecvMsg; the
+// heartbeat goroutine is the only caller of Send after Identify. Both end
+// when the stream does.
+type session struct {
+	// Set before the goroutines start, read-only after.
+	idx        int
+	uid        string
+	stream     grpc.BidiStreamingClient[presencev1.ConnectRequest, presencev1.ConnectResponse]
+	cancel     context.CancelFunc
+	hbInterval time.Duration
+	hbTimeout  time.Duration
+	onPush     pushFunc
+	onEnd      func(*session)
+
+	silent   atomic.Bool   // stop sending Ping (the silent scenario)
+	stall    atomic.Bool   // stop calling Recv (the slow scenario) until resume is closed
+	resume   chan struct{} // closed (by resumeReading) to let a stalled reader go on
+	resumeMu sync.Once
+	lastSent atomic.Int64 // unix ns of the last frame sent
+
+	pushes atomic.Int64  // pushes received
+	done   chan struct{} // closed when the reader returns
+
+	// Written by the reader before done is closed; read after done.
+	endAt   int64 // unix ns when the stream ended
+	endErr  error // what RecvMsg returned at the end
+	goodbye presencev1.GoodbyeReason
+
+	mu      sync.Mutex
+	samples []sample // guarded by mu
+}
+
+// sample is one measured delivery: the push's bench index, the latency
+// from its reference time (scheduled or actual publish) to receipt, and
+// the part of it before the server accepted the push (Push.sent_at).
+type sample struct {
+	idx   int64
+	total int64 // ns
+	toSrv int64 // ns, sent_at - reference time
+}
+
+// pushFunc handles one push received by s at now (unix ns). It runs on
+// s's reader goroutine.
+type pushFunc func(s *session, f *frameInfo, now int64)
+
+// record appends a sample.
+func (s *session) record(x sample) {
+	s.mu.Lock()
+	s.samples = append(s.samples, x)
+	s.mu.Unlock()
+}
+
+// appendSamples appends to dst the samples recorded so far that keep
+// selects (all when keep is nil).
+func (s *session) appendSamples(dst []sample, keep func(sample) bool) []sample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.samples {
+		if keep == nil || keep(x) {
+			dst = append(dst, x)
+		}
+	}
+	return dst
+}
+
+// resumeReading lets a stalled reader go on. Idempotent.
+func (s *session) resumeReading() { s.resumeMu.Do(func() { close(s.resume) }) }
+
+// ended reports whether the stream has ended.
+func (s *session) ended() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// endCode is the gRPC code the stream ended with (OK for a clean EOF).
+func (s *session) endCode() codes.Code {
+	if errors.Is(s.endErr, io.EOF) {
+		return codes.OK
+	}
+	return status.Code(s.endErr)
+}
+
+// sessionSpec says how to open a group of sessions.
+type sessionSpec struct {
+	n        int
+	conns    []*grpc.ClientConn // session i uses conns[i%len(conns)]
+	prefix   string             // uid prefix
+	onPush   pushFunc
+	onEnd    func(*session)
+	parallel int // streams opened at once
+}
+
+// openSessions opens spec.n sessions: Connect, Identify, wait for
+// Identified, then start the reader and heartbeat. It fails if more than
+// 1% cannot be opened. Progress goes to pr.
+func openSessions(ctx context.Context, spec sessionSpec, pr *progress) ([]*session, int, error) {
+	out := make([]*session, spec.n)
+	var opened, failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, max(1, spec.parallel))
+	var wg sync.WaitGroup
+	stop := pr.every(time.Second, func() string {
+		return fmt.Sprintf("opening sessions: %d/%d identified, %d failed", opened.Load(), spec.n, failed.Load())
+	})
+	for i := 0; i < spec.n; i++ {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s, err := openSession(ctx, spec, i)
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			out[i] = s
+			opened.Add(1)
+		}(i)
+	}
+	wg.Wait()
+	stop()
+	got := out[:0]
+	for _, s := range out {
+		if s != nil {
+			got = append(got, s)
+		}
+	}
+	nf := int(failed.Load())
+	if err := ctx.Err(); err != nil {
+		return got, nf, fmt.Errorf("opening sessions: %w (%d of %d open)", err, len(got), spec.n)
+	}
+	if nf*100 > spec.n {
+		return got, nf, fmt.Errorf("%d of %d sessions failed to open; first error: %v", nf, spec.n, firstErr.Load())
+	}
+	pr.printf("%d sessions identified (%d failed)", len(got), nf)
+	return got, nf, nil
+}
+
+// identifyTimeout bounds Connect+Identify+Identified for one session.
+const identifyTimeout = 20 * time.Second
+
+func openSession(ctx context.Context, spec sessionSpec, i int) (*session, error) {
+	cc := spec.conns[i%len(spec.conns)]
+	sctx, cancel := context.WithCancel(ctx)
+	s := &session{
+		idx:    i,
+		uid:    fmt.Sprintf("%s-%d", spec.prefix, i),
+		cancel: cancel,
+		onPush: spec.onPush,
+		onEnd:  spec.onEnd,
+		resume: make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(sctx, grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("Connect: %w", err)
+	}
+	s.stream = stream
+	// Identify and Identified within a bound; the stream itself lives on.
+	timer := time.AfterFunc(identifyTimeout, cancel)
+	defer timer.Stop()
+	if err := stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: s.uid}}}); err != nil {
+		cancel()
+		return nil, fmt.Errorf("Identify %q: %w", s.uid, err)
+	}
+	s.lastSent.Store(time.Now().UnixNano())
+	var raw rawFrame
+	var f frameInfo
+	for {
+		if err := stream.RecvMsg(&raw); err != nil {
+			cancel()
+			return nil, fmt.Errorf("waiting for Identified %q: %w", s.uid, err)
+		}
+		if err := decodeFrame(raw.b, &f); err != nil {
+			cancel()
+			return nil, fmt.Errorf("session %q: %w", s.uid, err)
+		}
+		if f.kind == kindIdentified {
+			break
+		}
+	}
+	if !timer.Stop() {
+		cancel()
+		return nil, fmt.Errorf("session %q: no Identified within %v", s.uid, identifyTimeout)
+	}
+	s.hbInterval, s.hbTimeout = f.hbInterval, f.hbTimeout
+	go s.readLoop(&raw)
+	go s.heartbeat(sctx)
+	return s, nil
+}
+
+// readLoop receives frames until the stream ends.
+func (s *session) readLoop(raw *rawFrame) {
+	defer close(s.done)
+	var f frameInfo
+	for {
+		if s.stall.Load() {
+			<-s.resume
+		}
+		err := s.stream.RecvMsg(raw)
+		now := time.Now().UnixNano()
+		if err != nil {
+			s.endAt, s.endErr = now, err
+			if s.onEnd != nil {
+				s.onEnd(s)
+			}
+			return
+		}
+		if decodeFrame(raw.b, &f) != nil {
+			continue
+		}
+		switch f.kind {
+		case kindPush:
+			s.pushes.Add(1)
+			if s.onPush != nil {
+				s.onPush(s, &f, now)
+			}
+		case kindGoodbye:
+			s.goodbye = f.goodbye
+		}
+	}
+}
+
+// heartbeat sends Ping every announced interval, starting at a random
+// offset so that the sessions' pings are spread evenly over the interval.
+func (s *session) heartbeat(ctx context.Context) {
+	iv := s.hbInterval
+	if iv <= 0 {
+		iv = 10 * time.Second
+	}
+	t := time.NewTimer(rand.N(iv))
+	defer t.Stop()
+	var seq uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		if !s.silent.Load() {
+			seq++
+			if err := s.stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ping{Ping: &presencev1.Ping{Seq: seq}}}); err != nil {
+				return
+			}
+			s.lastSent.Store(time.Now().UnixNano())
+		}
+		t.Reset(iv)
+	}
+}
+
+// closeSessions cancels every stream and waits, up to limit, for their
+// readers to return.
+func closeSessions(sessions []*session, limit time.Duration) {
+	for _, s := range sessions {
+		s.resumeReading()
+		s.cancel()
+	}
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for _, s := range sessions {
+		select {
+		case <-s.done:
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
+// dialConns creates n client connections (lazily connected), spread over
+// the source addresses, starting at source index first.
+func dialConns(t *target, n, first int, smallWindow bool) ([]*grpc.ClientConn, error) {
+	conns := make([]*grpc.ClientConn, 0, n)
+	for i := 0; i < n; i++ {
+		cc, err := t.newConn(first+i, smallWindow)
+		if err != nil {
+			closeConns(conns)
+			return nil, err
+		}
+		conns = append(conns, cc)
+	}
+	return conns, nil
+}
+
+func closeConns(conns []*grpc.ClientConn) {
+	for _, cc := range conns {
+		cc.Close()
+	}
+}
+
+// endTally counts how sessions ended, by code and Goodbye reason.
+func endTally(sessions []*session) map[string]int {
+	m := map[string]int{}
+	for _, s := range sessions {
+		if !s.ended() {
+			continue
+		}
+		k := s.endCode().String()
+		if s.goodbye != presencev1.GoodbyeReason_GOODBYE_REASON_UNSPECIFIED {
+			k += "/" + s.goodbye.String()
+		}
+		m[k]++
+	}
+	return m
+}
