@@ -187,13 +187,15 @@ func Start(cfg Config) (d *Daemon, err error) {
 	}
 	d = &Daemon{cfg: cfg, log: cfg.Logger, srv: srv, errc: make(chan error, 4), metrics: prometheus.NewRegistry(),
 		health: health.NewServer()}
+	started := d // the error returns below set d to nil
+
 	d.metrics.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	defer func() {
 		if err != nil {
-			d.closeAll()
+			started.closeAll()
 		}
 	}()
 

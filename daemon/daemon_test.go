@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -300,5 +301,29 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + d.HTTPAddr() + "/healthz"); err == nil {
 		t.Errorf("HTTP listener still answers after Shutdown")
+	}
+}
+
+// A listener that cannot be opened fails Start with an error naming it,
+// and releases what Start had already opened (goleak checks the rest).
+func TestStartFailsCleanlyOnBusyPort(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, cfg := range []Config{
+		{GRPCAddr: busy.Addr().String(), HTTPAddr: "127.0.0.1:0"},
+		{GRPCAddr: "127.0.0.1:0", HTTPAddr: busy.Addr().String()},
+	} {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		d, err := Start(cfg)
+		if err == nil {
+			d.Shutdown(context.Background())
+			t.Fatalf("Start(%+v) succeeded on a busy port", cfg)
+		}
+		if !strings.Contains(err.Error(), busy.Addr().String()) {
+			t.Errorf("error %q does not name the busy address %s", err, busy.Addr())
+		}
 	}
 }

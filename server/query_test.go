@@ -201,8 +201,10 @@ func TestKick(t *testing.T) {
 
 // watchClient reads a WatchPresence stream into a channel.
 type watchClient struct {
-	events chan *presencev1.WatchPresenceResponse
-	err    chan error
+	events     chan *presencev1.WatchPresenceResponse
+	err        chan error
+	initial    []*presencev1.WatchPresenceResponse // before SUBSCRIBED
+	subscribed *presencev1.WatchPresenceResponse
 }
 
 func watch(t *testing.T, b presencev1.BackendServiceClient, req *presencev1.WatchPresenceRequest) *watchClient {
@@ -226,6 +228,18 @@ func watch(t *testing.T, b presencev1.BackendServiceClient, req *presencev1.Watc
 		}
 	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	// Every watch starts with its initial events, then SUBSCRIBED; after
+	// it, no event is missed.
+	for w.subscribed == nil {
+		ev := w.next(t, 5*time.Second)
+		if ev.GetType() == presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SUBSCRIBED {
+			w.subscribed = ev
+		} else if !ev.GetInitial() {
+			t.Fatalf("event %v before SUBSCRIBED is not an initial one", ev)
+		} else {
+			w.initial = append(w.initial, ev)
+		}
+	}
 	return w
 }
 
@@ -268,8 +282,8 @@ func TestWatchPresenceGrace(t *testing.T) {
 
 	a, _ := connect(t, cc, "alice")
 	ev := all.next(t, 5*time.Second)
-	if ev.GetType() != presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE || ev.GetUid() != "alice" || ev.GetSeq() == 0 {
-		t.Fatalf("event %v; want alice ONLINE", ev)
+	if ev.GetType() != presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE || ev.GetUid() != "alice" || ev.GetSeq() != all.subscribed.GetSeq()+1 {
+		t.Fatalf("event %v; want alice ONLINE numbered right after SUBSCRIBED (seq %d)", ev, all.subscribed.GetSeq())
 	}
 	// A reconnect inside the grace period: no OFFLINE/ONLINE pair.
 	a.stream.CloseSend()
@@ -312,8 +326,8 @@ func TestWatchSessionsAndInitial(t *testing.T) {
 	cc := ts.dial(t)
 	connect(t, cc, "carol")
 	w := watch(t, b, &presencev1.WatchPresenceRequest{IncludeInitial: true, IncludeSessions: true})
-	if ev := w.next(t, 5*time.Second); !ev.GetInitial() || ev.GetUid() != "carol" || ev.GetType() != presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE {
-		t.Fatalf("first event %v; want carol's initial ONLINE", ev)
+	if len(w.initial) != 1 || w.initial[0].GetUid() != "carol" || w.initial[0].GetType() != presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE {
+		t.Fatalf("initial events %v; want carol's ONLINE only", w.initial)
 	}
 	c := open(t, cc, false)
 	c.send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: "dan", Labels: map[string]string{"device": "tv"}}}})

@@ -61,9 +61,10 @@ func (s *session) enqueue(f *Frame) bool {
 	}
 	if n := len(s.queue) - s.head; n >= lim.QueueMaxMessages || s.queuedBytes+f.size > lim.QueueMaxBytes {
 		s.closed = true
+		queued := s.queuedBytes // read under the lock; the writer changes it
 		s.mu.Unlock()
 		s.end(endf(ReasonSlowConsumer,
-			"the client read too slowly: %d frames (%d bytes) were waiting to be sent; read faster or subscribe to less, then reconnect", n, s.queuedBytes))
+			"the client read too slowly: %d frames (%d bytes) were waiting to be sent; read faster or subscribe to less, then reconnect", n, queued))
 		return false
 	}
 	s.appendLocked(f)

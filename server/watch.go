@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
@@ -104,10 +105,12 @@ func (srv *Server) WatchPresence(req *presencev1.WatchPresenceRequest, stream pr
 				})
 			}
 		}
-		// The initial snapshot may exceed the queue bound; live events
-		// may not.
-		w.max += len(w.queue)
 	}
+	w.queue = append(w.queue, &presencev1.WatchPresenceResponse{
+		Type: presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SUBSCRIBED, Seq: p.seq, Time: timestamppb.Now(),
+	})
+	// The initial snapshot may exceed the queue bound; live events may not.
+	w.max += len(w.queue)
 	p.watchers[w] = struct{}{}
 	p.mu.Unlock()
 	defer func() {

@@ -190,6 +190,11 @@ const (
 	PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_STARTED PresenceEventType = 3
 	// A session ended (include_sessions only).
 	PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_ENDED PresenceEventType = 4
+	// Sent once, first (after the include_initial events): the watch is in
+	// place and every later event reaches it. Its seq is the number of the
+	// last event before the watch began, so nothing with a higher seq was
+	// missed. Over REST it also makes the response start at once.
+	PresenceEventType_PRESENCE_EVENT_TYPE_SUBSCRIBED PresenceEventType = 5
 )
 
 // Enum value maps for PresenceEventType.
@@ -200,6 +205,7 @@ var (
 		2: "PRESENCE_EVENT_TYPE_OFFLINE",
 		3: "PRESENCE_EVENT_TYPE_SESSION_STARTED",
 		4: "PRESENCE_EVENT_TYPE_SESSION_ENDED",
+		5: "PRESENCE_EVENT_TYPE_SUBSCRIBED",
 	}
 	PresenceEventType_value = map[string]int32{
 		"PRESENCE_EVENT_TYPE_UNSPECIFIED":     0,
@@ -207,6 +213,7 @@ var (
 		"PRESENCE_EVENT_TYPE_OFFLINE":         2,
 		"PRESENCE_EVENT_TYPE_SESSION_STARTED": 3,
 		"PRESENCE_EVENT_TYPE_SESSION_ENDED":   4,
+		"PRESENCE_EVENT_TYPE_SUBSCRIBED":      5,
 	}
 )
 
@@ -2454,13 +2461,14 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"\x17GOODBYE_REASON_REPLACED\x10\x03\x12\x19\n" +
 	"\x15GOODBYE_REASON_KICKED\x10\x04\x12\x1b\n" +
 	"\x17GOODBYE_REASON_SHUTDOWN\x10\x05\x12 \n" +
-	"\x1cGOODBYE_REASON_TOKEN_EXPIRED\x10\x06*\xc9\x01\n" +
+	"\x1cGOODBYE_REASON_TOKEN_EXPIRED\x10\x06*\xed\x01\n" +
 	"\x11PresenceEventType\x12#\n" +
 	"\x1fPRESENCE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aPRESENCE_EVENT_TYPE_ONLINE\x10\x01\x12\x1f\n" +
 	"\x1bPRESENCE_EVENT_TYPE_OFFLINE\x10\x02\x12'\n" +
 	"#PRESENCE_EVENT_TYPE_SESSION_STARTED\x10\x03\x12%\n" +
-	"!PRESENCE_EVENT_TYPE_SESSION_ENDED\x10\x042[\n" +
+	"!PRESENCE_EVENT_TYPE_SESSION_ENDED\x10\x04\x12\"\n" +
+	"\x1ePRESENCE_EVENT_TYPE_SUBSCRIBED\x10\x052[\n" +
 	"\x0fPresenceService\x12H\n" +
 	"\aConnect\x12\x1b.presence.v1.ConnectRequest\x1a\x1c.presence.v1.ConnectResponse(\x010\x012\xf3\x06\n" +
 	"\x0eBackendService\x12n\n" +
