@@ -68,7 +68,8 @@ func run(path, presenced string, update bool) error {
 	outputs := make([]string, len(steps))
 	for i, s := range steps {
 		got, err := execute(s.cmd)
-		outputs[i] = strings.TrimRight(got, "\n")
+		// HTTP headers end in CRLF; a README has no use for the CR.
+		outputs[i] = strings.TrimRight(strings.ReplaceAll(got, "\r\n", "\n"), "\n")
 		fmt.Printf("$ %s\n", s.cmd)
 		if err != nil {
 			fmt.Printf("  (exit: %v)\n", err)
@@ -194,6 +195,7 @@ var volatile = []struct {
 }
 
 func normalize(s string) string {
+	s = strings.ReplaceAll(s, "\r\n", "\n")
 	for _, v := range volatile {
 		s = v.re.ReplaceAllString(s, v.repl)
 	}
