@@ -110,6 +110,10 @@ func TestBadInput(t *testing.T) {
 		return badInput{transport: "REST", code: codes.Code(e.Code), http: resp.StatusCode, msg: e.Message}
 	}
 	k := "Bearer " + testKey
+	// A first call with an idempotency key, so the table can reuse it.
+	if row := rest("POST", "/v1/messages:batchSend", k, `{"uids": ["nobody"], "data": 1, "idempotencyKey": "order-1"}`, false); row.http != 200 {
+		t.Fatalf("first call with an idempotency key: %+v", row)
+	}
 	restRows := []struct {
 		input, method, path, auth, body string
 		chunked                         bool
@@ -129,6 +133,13 @@ func TestBadInput(t *testing.T) {
 		{"bad uid", "POST", "/v1/uids/al%20ice/messages", k, `{"data": 1}`, false, codes.InvalidArgument, 400},
 		{"uid too long", "POST", "/v1/uids/" + strings.Repeat("a", 129) + "/messages", k, `{"data": 1}`, false, codes.InvalidArgument, 400},
 		{"offline uid", "POST", "/v1/uids/bob/messages", k, `{"data": 1}`, false, codes.NotFound, 404},
+		{"store_for over --store-max", "POST", "/v1/uids/bob/messages", k, `{"data": 1, "storeFor": "100000s"}`, false, codes.InvalidArgument, 400},
+		{"store_for malformed", "POST", "/v1/uids/bob/messages", k, `{"data": 1, "storeFor": "an hour"}`, false, codes.InvalidArgument, 400},
+		{"ack_timeout over 30s", "POST", "/v1/uids/healthy/messages", k, `{"data": 1, "ackTimeout": "60s"}`, false, codes.InvalidArgument, 400},
+		{"idempotency key with a space", "POST", "/v1/broadcast", k, `{"data": 1, "idempotencyKey": "a b"}`, false, codes.InvalidArgument, 400},
+		{"idempotency key reused for another request", "POST", "/v1/messages:batchSend", k, `{"uids": ["nobody"], "data": 2, "idempotencyKey": "order-1"}`, false, codes.FailedPrecondition, 400},
+		{"batch send to no uid", "POST", "/v1/messages:batchSend", k, `{"data": 1}`, false, codes.InvalidArgument, 400},
+		{"batch send listing a uid twice", "POST", "/v1/messages:batchSend", k, `{"uids": ["a", "a"], "data": 1}`, false, codes.InvalidArgument, 400},
 		{"missing API key", "POST", "/v1/broadcast", "", `{"data": 1}`, false, codes.Unauthenticated, 401},
 		{"wrong API key", "POST", "/v1/broadcast", "Bearer not-the-key-0123456789", `{"data": 1}`, false, codes.Unauthenticated, 401},
 		{"client token as API key", "POST", "/v1/broadcast", "Bearer " + token("alice", time.Hour), `{"data": 1}`, false, codes.Unauthenticated, 401},

@@ -79,7 +79,7 @@ func (srv *Server) Serve(conn Conn) error {
 		return srv.endStatus(nil, err)
 	}
 	defer srv.total.Add(-1)
-	replaced, refused := srv.reg.add(s, srv.opts.MaxSessionsPerUid, srv.opts.SessionsPerUidPolicy)
+	replaced, refused := srv.join(s, id.resume)
 	if refused {
 		err := endf(ReasonLimit, "uid %q already has %d sessions, the limit; close one first", s.uid, srv.opts.MaxSessionsPerUid)
 		s.end(err)
@@ -97,7 +97,6 @@ func (srv *Server) Serve(conn Conn) error {
 		s.armExpiry(id.expiresAt)
 		defer s.stopExpiry()
 	}
-	s.enqueue(s.identifiedFrame())
 	close(s.identified)
 	srv.log.LogAttrs(ctx, slog.LevelInfo, "session started",
 		slog.String("session", s.id), slog.String("uid", s.uid), slog.Any("labels", s.labels))
@@ -134,11 +133,59 @@ func (srv *Server) endStatus(s *session, cause *EndError) error {
 	return status.Error(cause.Reason.Code(), cause.Msg)
 }
 
+// join registers s and queues its Identified and replayed pushes, in one
+// step with respect to pushes: under bcastMu (so each broadcast reaches s
+// by replay or live, exactly once) and the uid's shard lock (the same for
+// the uid's pushes).
+func (srv *Server) join(s *session, resume *presencev1.ResumeFrom) (replaced *session, refused bool) {
+	srv.bcastMu.Lock()
+	defer srv.bcastMu.Unlock()
+	bcastResult, bcastFrames := srv.resumeBroadcasts(resume)
+	return srv.reg.add(s, srv.opts.MaxSessionsPerUid, srv.opts.SessionsPerUidPolicy, func(e *uidEntry) {
+		if n := e.hist.trim(time.Now(), srv.hist); n > 0 {
+			srv.storedExpired.Add(int64(n))
+		}
+		uidResult := presencev1.ResumeResult_RESUME_RESULT_UNSPECIFIED
+		var uidFrames []*Frame
+		switch {
+		case resume.GetUidEpoch() == "":
+			uidFrames = e.hist.replayFrames(nil, 0, false) // stored pushes only
+		case resume.GetUidEpoch() == e.epoch && e.hist.covers(resume.GetUidSeq(), e.seq):
+			uidResult = presencev1.ResumeResult_RESUME_RESULT_RESUMED
+			uidFrames = e.hist.replayFrames(nil, resume.GetUidSeq(), true)
+		default:
+			uidResult = presencev1.ResumeResult_RESUME_RESULT_LOST
+			uidFrames = e.hist.replayFrames(nil, 0, false)
+		}
+		id := s.identifiedMsg()
+		id.UidEpoch, id.UidSeq = e.epoch, e.seq
+		id.BroadcastEpoch, id.BroadcastSeq = srv.epoch, srv.bcastSeq
+		id.UidResume, id.BroadcastResume = uidResult, bcastResult
+		id.Replayed = uint32(len(uidFrames) + len(bcastFrames))
+		s.enqueueFirst(newFrame(&presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Identified{Identified: id}}),
+			uidFrames, bcastFrames)
+	})
+}
+
+// resumeBroadcasts answers the broadcast half of a resume. srv.bcastMu
+// must be held.
+func (srv *Server) resumeBroadcasts(resume *presencev1.ResumeFrom) (presencev1.ResumeResult, []*Frame) {
+	switch {
+	case resume.GetBroadcastEpoch() == "":
+		return presencev1.ResumeResult_RESUME_RESULT_UNSPECIFIED, nil
+	case resume.GetBroadcastEpoch() == srv.epoch && srv.bcastHist.covers(resume.GetBroadcastSeq(), srv.bcastSeq):
+		return presencev1.ResumeResult_RESUME_RESULT_RESUMED, srv.bcastHist.replayFrames(nil, resume.GetBroadcastSeq(), true)
+	default:
+		return presencev1.ResumeResult_RESUME_RESULT_LOST, nil
+	}
+}
+
 // identity is who a valid Identify says the client is.
 type identity struct {
 	uid       string
 	labels    map[string]string
 	expiresAt time.Time // zero: no expiry (no token, or a token without exp)
+	resume    *presencev1.ResumeFrom
 }
 
 // checkIdentify validates the first frame and, unless in open development
@@ -153,7 +200,7 @@ func (srv *Server) checkIdentify(req *presencev1.ConnectRequest) (identity, *End
 	default:
 		return identity{}, endf(ReasonProtocol, "the first frame must be Identify, not %s; send Identify first", frameName(req))
 	}
-	who := identity{uid: id.GetUid(), labels: id.GetLabels()}
+	who := identity{uid: id.GetUid(), labels: id.GetLabels(), resume: id.GetResume()}
 	if err := validateLabels(who.labels); err != nil {
 		return identity{}, endf(ReasonInvalidFrame, "Identify.labels: %v", err)
 	}
@@ -199,6 +246,11 @@ func (s *session) readLoop(first chan<- *presencev1.ConnectRequest) {
 		}
 		now := time.Now()
 		s.touch(now)
+		if ack, ok := req.GetFrame().(*presencev1.ConnectRequest_Ack); ok && s.takeAck() {
+			// Acks answer pushes; they are not held to the frame rate.
+			s.srv.acks.ack(ack.Ack.GetPushId(), s.uid, s.id)
+			continue
+		}
 		if !limit.allow(now) {
 			s.end(endf(ReasonLimit, "more than %g frames/s (bursts of %d) from the client; send Ping every heartbeat interval, not faster",
 				s.srv.opts.MaxFrameRate, s.srv.opts.FrameBurst))
@@ -217,6 +269,9 @@ func (s *session) readLoop(first chan<- *presencev1.ConnectRequest) {
 		case *presencev1.ConnectRequest_Identify:
 			s.end(endf(ReasonProtocol, "Identify was sent twice; send it once, as the first frame"))
 			return
+		case *presencev1.ConnectRequest_Ack:
+			// More acks than pushes asked for: late or repeated, harmless.
+			s.srv.acks.ack(f.Ack.GetPushId(), s.uid, s.id)
 		default:
 			s.end(frameError(req))
 			return
@@ -229,7 +284,7 @@ func frameError(req *presencev1.ConnectRequest) *EndError {
 	if len(req.ProtoReflect().GetUnknown()) > 0 {
 		return endf(ReasonUnknownFrame, "this server does not know the frame sent (a newer protocol?); upgrade the server or stop sending it")
 	}
-	return endf(ReasonInvalidFrame, "empty frame: set exactly one of identify, ping or refresh_token")
+	return endf(ReasonInvalidFrame, "empty frame: set exactly one of identify, ping, refresh_token or ack")
 }
 
 func frameName(req *presencev1.ConnectRequest) string {
@@ -240,6 +295,8 @@ func frameName(req *presencev1.ConnectRequest) string {
 		return "Identify"
 	case *presencev1.ConnectRequest_RefreshToken:
 		return "RefreshToken"
+	case *presencev1.ConnectRequest_Ack:
+		return "Ack"
 	default:
 		return "an unknown frame"
 	}
@@ -255,6 +312,24 @@ func recvError(err error) *EndError {
 		return &EndError{Reason: ReasonClientClosed, Msg: "the client cancelled the stream"}
 	case codes.ResourceExhausted:
 		return &EndError{Reason: ReasonLimit, Msg: status.Convert(err).Message() + "; send smaller frames"}
+	case codes.InvalidArgument:
+		// A transport that decodes frames itself (the WebSocket bridge)
+		// reports a malformed one this way.
+		return &EndError{Reason: ReasonInvalidFrame, Msg: status.Convert(err).Message()}
 	}
 	return &EndError{Reason: ReasonTransport, Msg: "receiving from the client failed: " + err.Error()}
+}
+
+// takeAck reports whether an Ack answers a push queued to s that asked for
+// one, counting it off.
+func (s *session) takeAck() bool {
+	for {
+		n := s.pendingAcks.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.pendingAcks.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
 }

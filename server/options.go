@@ -89,6 +89,30 @@ type Options struct {
 	// Default 1,024.
 	WatchQueue int
 
+	// HistorySize bounds the pushes kept per uid and for broadcasts, for
+	// resume and stored pushes. Default 64 (or a quarter of
+	// QueueMaxMessages if less: a resume replays both sequences into the
+	// queue); negative keeps none (resume then always reports lost, and
+	// store_for is refused).
+	HistorySize int
+	// HistoryAge is how long a push is kept for resume. Default 5 min,
+	// enough for a phone to change networks. Stored pushes are kept for
+	// their own store_for instead.
+	HistoryAge time.Duration
+	// HistoryMaxBytes bounds the memory of every history together (encoded
+	// pushes plus a fixed overhead each). Past it new live pushes are not
+	// kept (a resume across them reports lost) and stored pushes are
+	// refused with RESOURCE_EXHAUSTED. Default 64 MiB.
+	HistoryMaxBytes int64
+	// StoreMax bounds SendToUidRequest.store_for. Default 24 h.
+	StoreMax time.Duration
+	// IdempotencyWindow is how long an idempotency key's answer is kept.
+	// Default 10 min.
+	IdempotencyWindow time.Duration
+	// IdempotencyMaxKeys bounds the keys remembered; past it the oldest
+	// are forgotten early. Default 100,000 (about 1 KiB each).
+	IdempotencyMaxKeys int
+
 	// Logger receives session start and end records. Default
 	// slog.Default().
 	Logger *slog.Logger
@@ -142,6 +166,14 @@ const (
 	DefaultPresenceGrace           = 5 * time.Second
 	DefaultLastSeenMax             = 100_000
 	DefaultWatchQueue              = 1024
+	DefaultHistorySize             = 64
+	DefaultHistoryAge              = 5 * time.Minute
+	DefaultHistoryMaxBytes         = 64 << 20
+	DefaultStoreMax                = 24 * time.Hour
+	DefaultIdempotencyWindow       = 10 * time.Minute
+	DefaultIdempotencyMaxKeys      = 100_000
+	// MaxAckTimeout bounds SendToUidRequest.ack_timeout.
+	MaxAckTimeout = 30 * time.Second
 )
 
 // withDefaults returns o with every zero field set to its default.
@@ -172,6 +204,14 @@ func (o Options) withDefaults() Options {
 	setInt(&o.LastSeenMax, DefaultLastSeenMax)
 	setInt(&o.WatchQueue, DefaultWatchQueue)
 	setDur(&o.PresenceGrace, DefaultPresenceGrace)
+	setInt(&o.HistorySize, min(DefaultHistorySize, o.QueueMaxMessages/4))
+	setDur(&o.HistoryAge, DefaultHistoryAge)
+	if o.HistoryMaxBytes == 0 {
+		o.HistoryMaxBytes = DefaultHistoryMaxBytes
+	}
+	setDur(&o.StoreMax, DefaultStoreMax)
+	setDur(&o.IdempotencyWindow, DefaultIdempotencyWindow)
+	setInt(&o.IdempotencyMaxKeys, DefaultIdempotencyMaxKeys)
 	if o.MaxFrameRate == 0 {
 		o.MaxFrameRate = DefaultMaxFrameRate
 	}
@@ -194,6 +234,9 @@ func (o Options) Validate() error {
 		{"reap interval", o.ReapInterval},
 		{"identify timeout", o.IdentifyTimeout},
 		{"goodbye timeout", o.GoodbyeTimeout},
+		{"history age", o.HistoryAge},
+		{"store max", o.StoreMax},
+		{"idempotency window", o.IdempotencyWindow},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is %v; it must be positive", d.name, d.v))
@@ -207,6 +250,12 @@ func (o Options) Validate() error {
 	}
 	if o.MaxSessionsPerUid < 1 || o.MaxSessions < 1 || o.MaxFrameRate <= 0 || o.FrameBurst < 1 {
 		errs = append(errs, errors.New("session limits and the frame rate must be positive"))
+	}
+	if o.HistoryMaxBytes < 0 || o.IdempotencyMaxKeys < 0 {
+		errs = append(errs, errors.New("history bytes and idempotency keys must not be negative"))
+	}
+	if 2*o.HistorySize >= o.QueueMaxMessages {
+		errs = append(errs, fmt.Errorf("history size %d is more than half the queue (%d frames); a resume replaying both sequences would overflow it", o.HistorySize, o.QueueMaxMessages))
 	}
 	if o.ShutdownReconnectMin < 0 || o.ShutdownReconnectJitter < 0 {
 		errs = append(errs, errors.New("shutdown reconnect hints must not be negative"))

@@ -7,51 +7,201 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
 
+// MaxSendUids bounds SendToUidsRequest.uids.
+const MaxSendUids = 1000
+
 // SendToUid implements BackendService.SendToUid: it queues one push to every
-// live session of the uid, in the uid's seq order, and reports how many
-// sessions took it.
+// live session of the uid, in the uid's seq order, keeps it in the uid's
+// history, and reports how many sessions took it. See the proto for
+// store_for, ack_timeout and idempotency_key.
 func (srv *Server) SendToUid(ctx context.Context, req *presencev1.SendToUidRequest) (*presencev1.SendToUidResponse, error) {
 	if err := validateUid(req.GetUid()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "uid: %v", err)
+	}
+	storeFor, err := srv.storeFor(req.GetStoreFor())
+	if err != nil {
+		return nil, err
+	}
+	ackTimeout, err := optionalDuration("ack_timeout", req.GetAckTimeout(), MaxAckTimeout)
+	if err != nil {
+		return nil, err
 	}
 	push, err := srv.newPush(req.GetData(), req.GetBinary())
 	if err != nil {
 		return nil, err
 	}
 	push.Scope = presencev1.PushScope_PUSH_SCOPE_UID
-	var delivered uint32
-	found := false
-	srv.reg.withUid(req.GetUid(), func(e *uidEntry) {
-		if e == nil {
+	push.AckRequired = ackTimeout > 0
+	send := func() (*presencev1.SendToUidResponse, error) {
+		return srv.sendToUid(ctx, req.GetUid(), push, storeFor, ackTimeout)
+	}
+	if req.GetIdempotencyKey() == "" {
+		return send()
+	}
+	if err := validateIdempotencyKey(req.GetIdempotencyKey()); err != nil {
+		return nil, err
+	}
+	resp, dup, err := srv.idem.do(ctx, "SendToUid", req.GetIdempotencyKey(), req, func() (proto.Message, error) { return send() })
+	if err != nil {
+		return nil, err
+	}
+	return answer(resp.(*presencev1.SendToUidResponse), dup, func(r *presencev1.SendToUidResponse) { r.Duplicate = true }), nil
+}
+
+// answer returns resp, or a copy marked duplicate for a retry.
+func answer[T proto.Message](resp T, dup bool, mark func(T)) T {
+	if !dup {
+		return resp
+	}
+	c := proto.CloneOf(resp)
+	mark(c)
+	return c
+}
+
+func (srv *Server) sendToUid(ctx context.Context, uid string, push *presencev1.Push, storeFor, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
+	var w *ackWait
+	if ackTimeout > 0 {
+		w = srv.acks.start(push.Id, uid)
+	}
+	r, err := srv.pushToUid(push, uid, storeFor)
+	if err == nil && r.Offline {
+		err = status.Errorf(codes.NotFound, "uid %q has no live session; nothing was sent (set store_for to keep the push until it connects)", uid)
+	}
+	if err != nil {
+		if w != nil {
+			srv.acks.cancel(push.Id)
+		}
+		return nil, err
+	}
+	resp := &presencev1.SendToUidResponse{
+		PushId: push.Id, Seq: r.Seq, Delivered: r.Delivered, SentAt: push.SentAt, Epoch: r.Epoch, Stored: r.Stored,
+	}
+	if w != nil {
+		srv.acks.expect(w, r.sessions)
+		resp.AckedSessions, resp.UnackedSessions = srv.acks.wait(ctx, push.Id, w, ackTimeout)
+	}
+	return resp, nil
+}
+
+// uidDelivery is the outcome of a push to one uid.
+type uidDelivery struct {
+	*presencev1.UidDelivery
+	sessions []string // the sessions it was queued to
+}
+
+// pushToUid numbers a copy of tmpl in uid's sequence, keeps it in the
+// uid's history, and queues it to the uid's live sessions, all under the
+// uid's shard lock, so every session sees the uid's pushes in seq order and
+// a session joining gets each one by replay or live, exactly once. With no
+// live session it stores the push when storeFor is set, else reports
+// offline and numbers nothing.
+func (srv *Server) pushToUid(tmpl *presencev1.Push, uid string, storeFor time.Duration) (uidDelivery, error) {
+	r := uidDelivery{UidDelivery: &presencev1.UidDelivery{Uid: uid}}
+	var err error
+	now := time.Now()
+	srv.reg.withUid(uid, storeFor > 0, func(e *uidEntry) {
+		if e == nil || (len(e.sessions) == 0 && storeFor == 0) {
+			r.Offline = true
 			return
 		}
-		found = true
+		online := len(e.sessions) > 0
+		p := &presencev1.Push{Id: tmpl.Id, Scope: tmpl.Scope, SentAt: tmpl.SentAt, Payload: tmpl.Payload, AckRequired: tmpl.AckRequired}
 		e.seq++
-		push.Seq, push.Epoch = e.seq, e.epoch
-		f := pushFrame(push)
+		p.Seq, p.Epoch = e.seq, e.epoch
+		f := pushFrame(p)
+		var storeUntil time.Time
+		if !online {
+			storeUntil = now.Add(storeFor)
+		}
+		expired, herr := e.hist.add(p, f.Size(), now, storeUntil, srv.hist)
+		if expired > 0 {
+			srv.storedExpired.Add(int64(expired))
+		}
+		if herr != nil {
+			e.seq-- // nothing carries this seq
+			err = status.Errorf(codes.ResourceExhausted, "uid %q: %v; nothing was stored", uid, herr)
+			return
+		}
+		r.Seq, r.Epoch = p.Seq, p.Epoch
+		if !online {
+			r.Stored = true
+			return
+		}
 		for _, s := range e.sessions {
 			if s.enqueue(f) {
-				delivered++
+				r.Delivered++
+				r.sessions = append(r.sessions, s.id)
+				if p.AckRequired {
+					s.pendingAcks.Add(1)
+				}
 			}
 		}
 	})
-	if !found {
-		return nil, status.Errorf(codes.NotFound, "uid %q has no live session; nothing was sent", req.GetUid())
+	return r, err
+}
+
+// SendToUids implements BackendService.SendToUids: one push, numbered in
+// each uid's own sequence, with a result per uid.
+func (srv *Server) SendToUids(ctx context.Context, req *presencev1.SendToUidsRequest) (*presencev1.SendToUidsResponse, error) {
+	uids := req.GetUids()
+	if len(uids) == 0 || len(uids) > MaxSendUids {
+		return nil, status.Errorf(codes.InvalidArgument, "%d uids; send to 1 to %d uids per call", len(uids), MaxSendUids)
 	}
-	return &presencev1.SendToUidResponse{
-		PushId: push.Id, Seq: push.Seq, Delivered: delivered, SentAt: push.SentAt, Epoch: push.Epoch,
-	}, nil
+	seen := make(map[string]bool, len(uids))
+	for _, uid := range uids {
+		if err := validateUid(uid); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "uids: %q: %v", uid, err)
+		}
+		if seen[uid] {
+			return nil, status.Errorf(codes.InvalidArgument, "uids: %q is listed twice; list each uid once", uid)
+		}
+		seen[uid] = true
+	}
+	storeFor, err := srv.storeFor(req.GetStoreFor())
+	if err != nil {
+		return nil, err
+	}
+	push, err := srv.newPush(req.GetData(), req.GetBinary())
+	if err != nil {
+		return nil, err
+	}
+	push.Scope = presencev1.PushScope_PUSH_SCOPE_UID
+	send := func() (*presencev1.SendToUidsResponse, error) {
+		resp := &presencev1.SendToUidsResponse{PushId: push.Id, SentAt: push.SentAt, Results: make([]*presencev1.UidDelivery, 0, len(uids))}
+		for _, uid := range uids {
+			r, err := srv.pushToUid(push, uid, storeFor)
+			if err != nil {
+				// Only a store can fail, and only for this uid: say so in
+				// its result rather than failing the uids already sent.
+				r.Offline = true
+			}
+			resp.Delivered += r.Delivered
+			resp.Results = append(resp.Results, r.UidDelivery)
+		}
+		return resp, nil
+	}
+	if req.GetIdempotencyKey() == "" {
+		return send()
+	}
+	if err := validateIdempotencyKey(req.GetIdempotencyKey()); err != nil {
+		return nil, err
+	}
+	resp, dup, err := srv.idem.do(ctx, "SendToUids", req.GetIdempotencyKey(), req, func() (proto.Message, error) { return send() })
+	if err != nil {
+		return nil, err
+	}
+	return answer(resp.(*presencev1.SendToUidsResponse), dup, func(r *presencev1.SendToUidsResponse) { r.Duplicate = true }), nil
 }
 
 // Broadcast implements BackendService.Broadcast: one push, encoded once,
-// queued to every identified session. The registry is copied shard by
-// shard; no registry lock is held while queueing.
+// queued to every identified session and kept in the broadcast history.
 func (srv *Server) Broadcast(ctx context.Context, req *presencev1.BroadcastRequest) (*presencev1.BroadcastResponse, error) {
 	push, err := srv.newPush(req.GetData(), req.GetBinary())
 	if err != nil {
@@ -59,27 +209,66 @@ func (srv *Server) Broadcast(ctx context.Context, req *presencev1.BroadcastReque
 	}
 	push.Scope = presencev1.PushScope_PUSH_SCOPE_BROADCAST
 	push.Epoch = srv.epoch
-	delivered := srv.broadcast(push)
-	return &presencev1.BroadcastResponse{
-		PushId: push.Id, Seq: push.Seq, Delivered: delivered, SentAt: push.SentAt, Epoch: push.Epoch,
-	}, nil
+	send := func() *presencev1.BroadcastResponse {
+		delivered := srv.broadcast(push)
+		return &presencev1.BroadcastResponse{
+			PushId: push.Id, Seq: push.Seq, Delivered: delivered, SentAt: push.SentAt, Epoch: push.Epoch,
+		}
+	}
+	if req.GetIdempotencyKey() == "" {
+		return send(), nil
+	}
+	if err := validateIdempotencyKey(req.GetIdempotencyKey()); err != nil {
+		return nil, err
+	}
+	resp, dup, err := srv.idem.do(ctx, "Broadcast", req.GetIdempotencyKey(), req, func() (proto.Message, error) { return send(), nil })
+	if err != nil {
+		return nil, err
+	}
+	return answer(resp.(*presencev1.BroadcastResponse), dup, func(r *presencev1.BroadcastResponse) { r.Duplicate = true }), nil
 }
 
-// broadcast numbers push and queues it to every session.
+// broadcast numbers push, keeps it, and queues it to every session. It
+// holds bcastMu throughout, so sessions joining meanwhile get it by
+// replay instead (see join); shard locks are taken one at a time to copy
+// the sessions, never while queueing.
 func (srv *Server) broadcast(push *presencev1.Push) uint32 {
-	targets := srv.reg.appendAll(make([]*session, 0, 64))
 	srv.bcastMu.Lock()
 	defer srv.bcastMu.Unlock()
+	targets := srv.reg.appendAll(srv.bcastTargets[:0])
 	srv.bcastSeq++
 	push.Seq = srv.bcastSeq
 	f := pushFrame(push)
+	srv.bcastHist.add(push, f.Size(), time.Now(), time.Time{}, srv.hist)
 	var delivered uint32
 	for _, s := range targets {
 		if s.enqueue(f) {
 			delivered++
 		}
 	}
+	clear(targets)
+	srv.bcastTargets = targets[:0]
 	return delivered
+}
+
+// storeFor validates SendToUidRequest.store_for.
+func (srv *Server) storeFor(d *durationpb.Duration) (time.Duration, error) {
+	return optionalDuration("store_for", d, srv.opts.StoreMax)
+}
+
+// optionalDuration validates an optional positive duration up to max.
+func optionalDuration(name string, d *durationpb.Duration, max time.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "%s: %v", name, err)
+	}
+	v := d.AsDuration()
+	if v <= 0 || v > max {
+		return 0, status.Errorf(codes.InvalidArgument, "%s is %v; it must be more than 0 and at most %v", name, v, max)
+	}
+	return v, nil
 }
 
 // newPush validates a payload and returns a Push with id and time set.

@@ -18,6 +18,7 @@ func (srv *Server) reapLoop(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case now := <-t.C:
 			srv.reap(now)
+			srv.trimHistories(now)
 		}
 	}
 }
@@ -40,4 +41,18 @@ func (srv *Server) reap(now time.Time) int {
 			idle, srv.opts.HeartbeatTimeout, srv.opts.HeartbeatInterval))
 	}
 	return len(silent)
+}
+
+// trimHistories applies the age bounds of every history and of the
+// idempotency keys. Stored pushes whose time passed undelivered are
+// dropped and counted.
+func (srv *Server) trimHistories(now time.Time) {
+	expired := srv.reg.trimHistories(now, srv.hist)
+	srv.bcastMu.Lock()
+	srv.bcastHist.trim(now, srv.hist)
+	srv.bcastMu.Unlock()
+	srv.idem.trim(now)
+	if expired > 0 {
+		srv.storedExpired.Add(int64(expired))
+	}
 }

@@ -82,7 +82,7 @@ func TestReapSweep(t *testing.T) {
 	mk := func(uid string, idle time.Duration) *session {
 		s := newTestSession(srv, uid)
 		s.touch(now.Add(-idle))
-		srv.reg.add(s, 10, ReplaceOldest)
+		srv.reg.add(s, 10, ReplaceOldest, nil)
 		return s
 	}
 	fresh := mk("fresh", 100*time.Millisecond)

@@ -27,13 +27,19 @@ type shard struct {
 	uids map[string]*uidEntry // guarded by mu
 }
 
-// uidEntry is one online uid. It exists while the uid has a live session.
+// uidEntry is one uid with live sessions or kept pushes. It exists while
+// the uid has a live session or its history holds a push; the uid is
+// online exactly when it has sessions.
 type uidEntry struct {
 	// Guarded by the shard's mu.
 	sessions []*session
 	seq      uint64 // last PUSH_SCOPE_UID sequence number used
-	epoch    string // names this run of seq; new each time the uid comes online
+	epoch    string // names this run of seq; new each time the entry is made
+	hist     pushHistory
 }
+
+// gone reports whether the entry can be forgotten.
+func (e *uidEntry) gone() bool { return len(e.sessions) == 0 && len(e.hist.items) == 0 }
 
 func newRegistry(events *presence) *registry {
 	r := &registry{seed: maphash.MakeSeed(), events: events}
@@ -47,11 +53,13 @@ func (r *registry) shard(uid string) *shard {
 	return &r.shards[maphash.String(r.seed, uid)%registryShards]
 }
 
-// add registers s under its uid, keeping the uid's sessions oldest first.
+// add registers s under its uid, keeping the uid's sessions oldest first,
+// and calls joined with the uid's entry under the shard lock (so no push
+// to the uid can come between: joined queues Identified and the replay).
 // When the uid already has max sessions, policy decides: ReplaceOldest
 // registers s and returns the oldest session for the caller to end;
 // RefuseNewest does not register s and returns refused.
-func (r *registry) add(s *session, max int, policy UidPolicy) (replaced *session, refused bool) {
+func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEntry)) (replaced *session, refused bool) {
 	sh := r.shard(s.uid)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -62,7 +70,7 @@ func (r *registry) add(s *session, max int, policy UidPolicy) (replaced *session
 	}
 	if len(e.sessions) >= max {
 		if policy == RefuseNewest {
-			if len(e.sessions) == 0 {
+			if e.gone() {
 				delete(sh.uids, s.uid)
 			}
 			return nil, true
@@ -73,6 +81,9 @@ func (r *registry) add(s *session, max int, policy UidPolicy) (replaced *session
 	}
 	e.sessions = append(e.sessions, s)
 	r.events.started(s, len(e.sessions) == 1)
+	if joined != nil {
+		joined(e)
+	}
 	return replaced, false
 }
 
@@ -90,19 +101,47 @@ func (r *registry) remove(s *session) {
 		return // already taken out when a newer session replaced it
 	}
 	e.sessions = slices.Delete(e.sessions, i, i+1)
-	if len(e.sessions) == 0 {
+	if e.gone() {
 		delete(sh.uids, s.uid)
 	}
 	r.events.ended(s, len(e.sessions) == 0, time.Now())
 }
 
-// withUid calls f with the uid's entry (nil when offline) under the uid's
-// shard lock. f must not block.
-func (r *registry) withUid(uid string, f func(*uidEntry)) {
+// withUid calls f with the uid's entry under the uid's shard lock. When
+// the uid has none, create says whether to make one (f gets nil if not);
+// an entry f leaves with no session and no history is forgotten. f must
+// not block.
+func (r *registry) withUid(uid string, create bool, f func(*uidEntry)) {
 	sh := r.shard(uid)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	f(sh.uids[uid])
+	e := sh.uids[uid]
+	if e == nil && create {
+		e = &uidEntry{epoch: newEpoch()}
+		sh.uids[uid] = e
+	}
+	f(e)
+	if e != nil && e.gone() {
+		delete(sh.uids, uid)
+	}
+}
+
+// trimHistories applies the age bound to every uid's history, forgets
+// entries left with neither sessions nor history, and returns how many
+// stored pushes expired undelivered.
+func (r *registry) trimHistories(now time.Time, lim histLimits) (expired int) {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for uid, e := range sh.uids {
+			expired += e.hist.trim(now, lim)
+			if e.gone() {
+				delete(sh.uids, uid)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return expired
 }
 
 // sessionsOf returns a copy of uid's live sessions.
@@ -122,8 +161,8 @@ func (r *registry) uidsAfter(dst []string, after string) []string {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.RLock()
-		for uid := range sh.uids {
-			if uid > after {
+		for uid, e := range sh.uids {
+			if uid > after && len(e.sessions) > 0 {
 				dst = append(dst, uid)
 			}
 		}
@@ -151,9 +190,11 @@ func (r *registry) counts() (uids, sessions int) {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.RLock()
-		uids += len(sh.uids)
 		for _, e := range sh.uids {
-			sessions += len(e.sessions)
+			if len(e.sessions) > 0 {
+				uids++
+				sessions += len(e.sessions)
+			}
 		}
 		sh.mu.RUnlock()
 	}

@@ -29,10 +29,21 @@ type Server struct {
 	total atomic.Int64 // identified sessions, for MaxSessions
 	epoch string       // names the broadcast sequence; new per process
 
-	// Broadcasts take bcastMu to number and queue in one step, so every
-	// session sees broadcasts in seq order.
-	bcastMu  sync.Mutex
-	bcastSeq uint64 // guarded by bcastMu
+	// Broadcasts take bcastMu to number, keep and queue in one step, so
+	// every session sees broadcasts in seq order; a session registers
+	// under it too, so it gets each broadcast either by replay or live,
+	// never both and never neither. Lock order: bcastMu, then a shard's.
+	bcastMu   sync.Mutex
+	bcastSeq  uint64      // guarded by bcastMu
+	bcastHist pushHistory // guarded by bcastMu
+	// bcastTargets is broadcast's reused copy of the sessions; guarded by
+	// bcastMu.
+	bcastTargets []*session
+
+	hist          histLimits   // bounds of every history; its budget is shared
+	storedExpired atomic.Int64 // stored pushes dropped undelivered at their time
+	acks          ackWaiters
+	idem          *idempotency
 
 	mu       sync.Mutex
 	active   int           // handlers running; guarded by mu
@@ -76,6 +87,9 @@ func New(opts Options) (*Server, error) {
 		reaperDone: make(chan struct{}),
 	}
 	srv.reg = newRegistry(srv.pres)
+	srv.hist = histLimits{size: opts.HistorySize, age: opts.HistoryAge, budget: &histBudget{max: opts.HistoryMaxBytes}}
+	srv.acks.init()
+	srv.idem = newIdempotency(opts.IdempotencyWindow, opts.IdempotencyMaxKeys)
 	go srv.reapLoop(srv.stopReaper, srv.reaperDone)
 	return srv, nil
 }

@@ -30,6 +30,9 @@ type session struct {
 	// Written by the reader on every frame, read by the reaper. Unix
 	// nanoseconds. An atomic store per frame: no timer is touched.
 	lastSeen atomic.Int64
+	// Pushes queued to the session that asked for an Ack and have not had
+	// one; an Ack within this count is exempt from the frame-rate limit.
+	pendingAcks atomic.Int64
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -152,13 +155,33 @@ func (s *session) finish(cause *EndError) {
 	}
 }
 
-// identifiedFrame is the answer to Identify.
-func (s *session) identifiedFrame() *Frame {
+// enqueueFirst queues Identified and the replayed pushes. Replayed frames
+// are shared with the history that keeps them, so they cost the queue no
+// new memory and are not held to its bounds.
+func (s *session) enqueueFirst(identified *Frame, replay ...[]*Frame) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.appendLocked(identified)
+	for _, frames := range replay {
+		for _, f := range frames {
+			s.appendLocked(f)
+			if f.Msg.GetPush().GetAckRequired() {
+				s.pendingAcks.Add(1)
+			}
+		}
+	}
+}
+
+// identified is the answer to Identify, without the resume fields.
+func (s *session) identifiedMsg() *presencev1.Identified {
 	o := &s.srv.opts
-	return newFrame(&presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Identified{Identified: &presencev1.Identified{
+	return &presencev1.Identified{
 		SessionId:         s.id,
 		Uid:               s.uid,
 		HeartbeatInterval: durationpbNew(o.HeartbeatInterval),
 		HeartbeatTimeout:  durationpbNew(o.HeartbeatTimeout),
-	}}})
+	}
 }

@@ -46,6 +46,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ResumeResult says what became of a resume request for one sequence.
+type ResumeResult int32
+
+const (
+	// No resume was asked for this sequence (Identify.resume unset, or its
+	// epoch empty). Stored pushes for the uid are still delivered.
+	ResumeResult_RESUME_RESULT_UNSPECIFIED ResumeResult = 0
+	// Every push after the client's position follows: the missed ones first
+	// (Push.replay set), in order, then live ones, with no gap and no
+	// duplicate.
+	ResumeResult_RESUME_RESULT_RESUMED ResumeResult = 1
+	// The server's history no longer covers the client's position (it was
+	// trimmed, the epoch is gone after a restart or a long absence, or the
+	// position is unknown): pushes were missed and will not come. Resync
+	// from your backend, then carry on from Identified's position.
+	ResumeResult_RESUME_RESULT_LOST ResumeResult = 2
+)
+
+// Enum value maps for ResumeResult.
+var (
+	ResumeResult_name = map[int32]string{
+		0: "RESUME_RESULT_UNSPECIFIED",
+		1: "RESUME_RESULT_RESUMED",
+		2: "RESUME_RESULT_LOST",
+	}
+	ResumeResult_value = map[string]int32{
+		"RESUME_RESULT_UNSPECIFIED": 0,
+		"RESUME_RESULT_RESUMED":     1,
+		"RESUME_RESULT_LOST":        2,
+	}
+)
+
+func (x ResumeResult) Enum() *ResumeResult {
+	p := new(ResumeResult)
+	*p = x
+	return p
+}
+
+func (x ResumeResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResumeResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_presence_v1_presence_proto_enumTypes[0].Descriptor()
+}
+
+func (ResumeResult) Type() protoreflect.EnumType {
+	return &file_presence_v1_presence_proto_enumTypes[0]
+}
+
+func (x ResumeResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResumeResult.Descriptor instead.
+func (ResumeResult) EnumDescriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{0}
+}
+
 // PushScope says which sequence a push belongs to.
 type PushScope int32
 
@@ -83,11 +142,11 @@ func (x PushScope) String() string {
 }
 
 func (PushScope) Descriptor() protoreflect.EnumDescriptor {
-	return file_presence_v1_presence_proto_enumTypes[0].Descriptor()
+	return file_presence_v1_presence_proto_enumTypes[1].Descriptor()
 }
 
 func (PushScope) Type() protoreflect.EnumType {
-	return &file_presence_v1_presence_proto_enumTypes[0]
+	return &file_presence_v1_presence_proto_enumTypes[1]
 }
 
 func (x PushScope) Number() protoreflect.EnumNumber {
@@ -96,7 +155,7 @@ func (x PushScope) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PushScope.Descriptor instead.
 func (PushScope) EnumDescriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{0}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{1}
 }
 
 // GoodbyeReason says why the server is ending a session.
@@ -158,11 +217,11 @@ func (x GoodbyeReason) String() string {
 }
 
 func (GoodbyeReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_presence_v1_presence_proto_enumTypes[1].Descriptor()
+	return file_presence_v1_presence_proto_enumTypes[2].Descriptor()
 }
 
 func (GoodbyeReason) Type() protoreflect.EnumType {
-	return &file_presence_v1_presence_proto_enumTypes[1]
+	return &file_presence_v1_presence_proto_enumTypes[2]
 }
 
 func (x GoodbyeReason) Number() protoreflect.EnumNumber {
@@ -171,7 +230,7 @@ func (x GoodbyeReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GoodbyeReason.Descriptor instead.
 func (GoodbyeReason) EnumDescriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{1}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{2}
 }
 
 // PresenceEventType is the kind of a presence event.
@@ -228,11 +287,11 @@ func (x PresenceEventType) String() string {
 }
 
 func (PresenceEventType) Descriptor() protoreflect.EnumDescriptor {
-	return file_presence_v1_presence_proto_enumTypes[2].Descriptor()
+	return file_presence_v1_presence_proto_enumTypes[3].Descriptor()
 }
 
 func (PresenceEventType) Type() protoreflect.EnumType {
-	return &file_presence_v1_presence_proto_enumTypes[2]
+	return &file_presence_v1_presence_proto_enumTypes[3]
 }
 
 func (x PresenceEventType) Number() protoreflect.EnumNumber {
@@ -241,7 +300,7 @@ func (x PresenceEventType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PresenceEventType.Descriptor instead.
 func (PresenceEventType) EnumDescriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{2}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{3}
 }
 
 // ConnectRequest is one frame from client to server.
@@ -249,13 +308,14 @@ type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The frame. Exactly one must be set: an empty frame ends the stream with
 	// INVALID_ARGUMENT, and a frame this server does not know (a newer
-	// protocol) with UNIMPLEMENTED. Numbers 4 to 15 are kept for later frames.
+	// protocol) with UNIMPLEMENTED. Numbers 5 to 15 are kept for later frames.
 	//
 	// Types that are valid to be assigned to Frame:
 	//
 	//	*ConnectRequest_Identify
 	//	*ConnectRequest_Ping
 	//	*ConnectRequest_RefreshToken
+	//	*ConnectRequest_Ack
 	Frame         isConnectRequest_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -325,6 +385,15 @@ func (x *ConnectRequest) GetRefreshToken() *RefreshToken {
 	return nil
 }
 
+func (x *ConnectRequest) GetAck() *Ack {
+	if x != nil {
+		if x, ok := x.Frame.(*ConnectRequest_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Frame interface {
 	isConnectRequest_Frame()
 }
@@ -345,11 +414,18 @@ type ConnectRequest_RefreshToken struct {
 	RefreshToken *RefreshToken `protobuf:"bytes,3,opt,name=refresh_token,json=refreshToken,proto3,oneof"`
 }
 
+type ConnectRequest_Ack struct {
+	// Ack acknowledges a push that asked for it (Push.ack_required).
+	Ack *Ack `protobuf:"bytes,4,opt,name=ack,proto3,oneof"`
+}
+
 func (*ConnectRequest_Identify) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_Ping) isConnectRequest_Frame() {}
 
 func (*ConnectRequest_RefreshToken) isConnectRequest_Frame() {}
+
+func (*ConnectRequest_Ack) isConnectRequest_Frame() {}
 
 // Identify says who the client is. It must be the first frame of a stream.
 type Identify struct {
@@ -366,7 +442,11 @@ type Identify struct {
 	// Free-form labels describing this session, for example
 	// {"device": "phone"}. At most 16 labels, keys up to 64 and values up to
 	// 256 bytes.
-	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Where a reconnecting client was: the server sends what it missed
+	// before any live push, or says in Identified that it cannot. Unset on a
+	// first connect.
+	Resume        *ResumeFrom `protobuf:"bytes,4,opt,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -422,6 +502,135 @@ func (x *Identify) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Identify) GetResume() *ResumeFrom {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+// ResumeFrom is the last push a client handled in each sequence, as the
+// Push frames (or the previous Identified) gave them. Leave a sequence's
+// epoch empty to resume only the other one.
+type ResumeFrom struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Push.epoch of the last PUSH_SCOPE_UID push handled.
+	UidEpoch string `protobuf:"bytes,1,opt,name=uid_epoch,json=uidEpoch,proto3" json:"uid_epoch,omitempty"`
+	// Push.seq of that push (0 when Identified gave the epoch and no push
+	// came after it).
+	UidSeq uint64 `protobuf:"varint,2,opt,name=uid_seq,json=uidSeq,proto3" json:"uid_seq,omitempty"`
+	// Push.epoch of the last PUSH_SCOPE_BROADCAST push handled.
+	BroadcastEpoch string `protobuf:"bytes,3,opt,name=broadcast_epoch,json=broadcastEpoch,proto3" json:"broadcast_epoch,omitempty"`
+	// Push.seq of that push.
+	BroadcastSeq  uint64 `protobuf:"varint,4,opt,name=broadcast_seq,json=broadcastSeq,proto3" json:"broadcast_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeFrom) Reset() {
+	*x = ResumeFrom{}
+	mi := &file_presence_v1_presence_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeFrom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeFrom) ProtoMessage() {}
+
+func (x *ResumeFrom) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeFrom.ProtoReflect.Descriptor instead.
+func (*ResumeFrom) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ResumeFrom) GetUidEpoch() string {
+	if x != nil {
+		return x.UidEpoch
+	}
+	return ""
+}
+
+func (x *ResumeFrom) GetUidSeq() uint64 {
+	if x != nil {
+		return x.UidSeq
+	}
+	return 0
+}
+
+func (x *ResumeFrom) GetBroadcastEpoch() string {
+	if x != nil {
+		return x.BroadcastEpoch
+	}
+	return ""
+}
+
+func (x *ResumeFrom) GetBroadcastSeq() uint64 {
+	if x != nil {
+		return x.BroadcastSeq
+	}
+	return 0
+}
+
+// Ack acknowledges a push that asked for it.
+type Ack struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Push.id of the push handled.
+	PushId        string `protobuf:"bytes,1,opt,name=push_id,json=pushId,proto3" json:"push_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ack) Reset() {
+	*x = Ack{}
+	mi := &file_presence_v1_presence_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ack) ProtoMessage() {}
+
+func (x *Ack) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ack.ProtoReflect.Descriptor instead.
+func (*Ack) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Ack) GetPushId() string {
+	if x != nil {
+		return x.PushId
+	}
+	return ""
+}
+
 // RefreshToken gives an open session a new token, so it can outlive the
 // one it identified with. The new token must prove the same uid. The server
 // answers with TokenRefreshed; a token it refuses ends the session with
@@ -437,7 +646,7 @@ type RefreshToken struct {
 
 func (x *RefreshToken) Reset() {
 	*x = RefreshToken{}
-	mi := &file_presence_v1_presence_proto_msgTypes[2]
+	mi := &file_presence_v1_presence_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +658,7 @@ func (x *RefreshToken) String() string {
 func (*RefreshToken) ProtoMessage() {}
 
 func (x *RefreshToken) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[2]
+	mi := &file_presence_v1_presence_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +671,7 @@ func (x *RefreshToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshToken.ProtoReflect.Descriptor instead.
 func (*RefreshToken) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{2}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RefreshToken) GetToken() string {
@@ -484,7 +693,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_presence_v1_presence_proto_msgTypes[3]
+	mi := &file_presence_v1_presence_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +705,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[3]
+	mi := &file_presence_v1_presence_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +718,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{3}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Ping) GetSeq() uint64 {
@@ -539,7 +748,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[4]
+	mi := &file_presence_v1_presence_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +760,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[4]
+	mi := &file_presence_v1_presence_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +773,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{4}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConnectResponse) GetFrame() isConnectResponse_Frame {
@@ -673,13 +882,30 @@ type Identified struct {
 	// session (Goodbye HEARTBEAT_TIMEOUT). Clients should also treat a server
 	// silent for this long as gone.
 	HeartbeatTimeout *durationpb.Duration `protobuf:"bytes,4,opt,name=heartbeat_timeout,json=heartbeatTimeout,proto3" json:"heartbeat_timeout,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The uid sequence's epoch and the seq of its last push so far: every
+	// later uid push reaches this session live. Resume from here when no
+	// push has come since.
+	UidEpoch string `protobuf:"bytes,5,opt,name=uid_epoch,json=uidEpoch,proto3" json:"uid_epoch,omitempty"`
+	// See uid_epoch.
+	UidSeq uint64 `protobuf:"varint,6,opt,name=uid_seq,json=uidSeq,proto3" json:"uid_seq,omitempty"`
+	// The same for the broadcast sequence.
+	BroadcastEpoch string `protobuf:"bytes,7,opt,name=broadcast_epoch,json=broadcastEpoch,proto3" json:"broadcast_epoch,omitempty"`
+	// See broadcast_epoch.
+	BroadcastSeq uint64 `protobuf:"varint,8,opt,name=broadcast_seq,json=broadcastSeq,proto3" json:"broadcast_seq,omitempty"`
+	// What became of Identify.resume for the uid sequence.
+	UidResume ResumeResult `protobuf:"varint,9,opt,name=uid_resume,json=uidResume,proto3,enum=presence.v1.ResumeResult" json:"uid_resume,omitempty"`
+	// What became of Identify.resume for the broadcast sequence.
+	BroadcastResume ResumeResult `protobuf:"varint,10,opt,name=broadcast_resume,json=broadcastResume,proto3,enum=presence.v1.ResumeResult" json:"broadcast_resume,omitempty"`
+	// How many pushes follow from history before live ones: missed pushes of
+	// a resume and stored pushes waiting for the uid.
+	Replayed      uint32 `protobuf:"varint,11,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Identified) Reset() {
 	*x = Identified{}
-	mi := &file_presence_v1_presence_proto_msgTypes[5]
+	mi := &file_presence_v1_presence_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +917,7 @@ func (x *Identified) String() string {
 func (*Identified) ProtoMessage() {}
 
 func (x *Identified) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[5]
+	mi := &file_presence_v1_presence_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +930,7 @@ func (x *Identified) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identified.ProtoReflect.Descriptor instead.
 func (*Identified) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{5}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Identified) GetSessionId() string {
@@ -735,6 +961,55 @@ func (x *Identified) GetHeartbeatTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Identified) GetUidEpoch() string {
+	if x != nil {
+		return x.UidEpoch
+	}
+	return ""
+}
+
+func (x *Identified) GetUidSeq() uint64 {
+	if x != nil {
+		return x.UidSeq
+	}
+	return 0
+}
+
+func (x *Identified) GetBroadcastEpoch() string {
+	if x != nil {
+		return x.BroadcastEpoch
+	}
+	return ""
+}
+
+func (x *Identified) GetBroadcastSeq() uint64 {
+	if x != nil {
+		return x.BroadcastSeq
+	}
+	return 0
+}
+
+func (x *Identified) GetUidResume() ResumeResult {
+	if x != nil {
+		return x.UidResume
+	}
+	return ResumeResult_RESUME_RESULT_UNSPECIFIED
+}
+
+func (x *Identified) GetBroadcastResume() ResumeResult {
+	if x != nil {
+		return x.BroadcastResume
+	}
+	return ResumeResult_RESUME_RESULT_UNSPECIFIED
+}
+
+func (x *Identified) GetReplayed() uint32 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
+}
+
 // TokenRefreshed confirms RefreshToken.
 type TokenRefreshed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -747,7 +1022,7 @@ type TokenRefreshed struct {
 
 func (x *TokenRefreshed) Reset() {
 	*x = TokenRefreshed{}
-	mi := &file_presence_v1_presence_proto_msgTypes[6]
+	mi := &file_presence_v1_presence_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +1034,7 @@ func (x *TokenRefreshed) String() string {
 func (*TokenRefreshed) ProtoMessage() {}
 
 func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[6]
+	mi := &file_presence_v1_presence_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +1047,7 @@ func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
 func (*TokenRefreshed) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{6}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TokenRefreshed) GetExpiresAt() *timestamppb.Timestamp {
@@ -795,7 +1070,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_presence_v1_presence_proto_msgTypes[7]
+	mi := &file_presence_v1_presence_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +1082,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[7]
+	mi := &file_presence_v1_presence_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +1095,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{7}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Pong) GetSeq() uint64 {
@@ -863,14 +1138,19 @@ type Push struct {
 	//
 	//	*Push_Data
 	//	*Push_Binary
-	Payload       isPush_Payload `protobuf_oneof:"payload"`
+	Payload isPush_Payload `protobuf_oneof:"payload"`
+	// The backend waits for this push to be acknowledged: send Ack with its
+	// id once the app has handled it.
+	AckRequired bool `protobuf:"varint,8,opt,name=ack_required,json=ackRequired,proto3" json:"ack_required,omitempty"`
+	// The push comes from history (a resume or a stored push), not live.
+	Replay        bool `protobuf:"varint,9,opt,name=replay,proto3" json:"replay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Push) Reset() {
 	*x = Push{}
-	mi := &file_presence_v1_presence_proto_msgTypes[8]
+	mi := &file_presence_v1_presence_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1162,7 @@ func (x *Push) String() string {
 func (*Push) ProtoMessage() {}
 
 func (x *Push) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[8]
+	mi := &file_presence_v1_presence_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1175,7 @@ func (x *Push) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Push.ProtoReflect.Descriptor instead.
 func (*Push) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{8}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Push) GetId() string {
@@ -958,6 +1238,20 @@ func (x *Push) GetBinary() *BinaryPayload {
 	return nil
 }
 
+func (x *Push) GetAckRequired() bool {
+	if x != nil {
+		return x.AckRequired
+	}
+	return false
+}
+
+func (x *Push) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
+}
+
 type isPush_Payload interface {
 	isPush_Payload()
 }
@@ -990,7 +1284,7 @@ type BinaryPayload struct {
 
 func (x *BinaryPayload) Reset() {
 	*x = BinaryPayload{}
-	mi := &file_presence_v1_presence_proto_msgTypes[9]
+	mi := &file_presence_v1_presence_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1296,7 @@ func (x *BinaryPayload) String() string {
 func (*BinaryPayload) ProtoMessage() {}
 
 func (x *BinaryPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[9]
+	mi := &file_presence_v1_presence_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1309,7 @@ func (x *BinaryPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BinaryPayload.ProtoReflect.Descriptor instead.
 func (*BinaryPayload) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{9}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BinaryPayload) GetContentType() string {
@@ -1050,7 +1344,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_presence_v1_presence_proto_msgTypes[10]
+	mi := &file_presence_v1_presence_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1356,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[10]
+	mi := &file_presence_v1_presence_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1369,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{10}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Goodbye) GetReason() GoodbyeReason {
@@ -1117,14 +1411,28 @@ type SendToUidRequest struct {
 	//
 	//	*SendToUidRequest_Data
 	//	*SendToUidRequest_Binary
-	Payload       isSendToUidRequest_Payload `protobuf_oneof:"payload"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Payload isSendToUidRequest_Payload `protobuf_oneof:"payload"`
+	// When the uid has no live session, keep the push this long and deliver
+	// it when the uid next connects (the answer says stored) instead of
+	// NOT_FOUND. At most the server's --store-max (24 h by default). A push
+	// not delivered in time is dropped and counted.
+	StoreFor *durationpb.Duration `protobuf:"bytes,4,opt,name=store_for,json=storeFor,proto3" json:"store_for,omitempty"`
+	// Ask the sessions to acknowledge the push and wait up to this long
+	// (at most 30 s) for all of them; the answer lists who did. Unset: no
+	// ack is asked and nothing waits.
+	AckTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=ack_timeout,json=ackTimeout,proto3" json:"ack_timeout,omitempty"`
+	// Makes retries safe: a second call with the same key within the
+	// server's --idempotency-window returns the first call's answer
+	// (duplicate set) and delivers nothing. Reusing a key for a different
+	// request is FAILED_PRECONDITION. Up to 128 characters.
+	IdempotencyKey string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SendToUidRequest) Reset() {
 	*x = SendToUidRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[11]
+	mi := &file_presence_v1_presence_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1444,7 @@ func (x *SendToUidRequest) String() string {
 func (*SendToUidRequest) ProtoMessage() {}
 
 func (x *SendToUidRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[11]
+	mi := &file_presence_v1_presence_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1457,7 @@ func (x *SendToUidRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUidRequest.ProtoReflect.Descriptor instead.
 func (*SendToUidRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{11}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendToUidRequest) GetUid() string {
@@ -1184,6 +1492,27 @@ func (x *SendToUidRequest) GetBinary() *BinaryPayload {
 	return nil
 }
 
+func (x *SendToUidRequest) GetStoreFor() *durationpb.Duration {
+	if x != nil {
+		return x.StoreFor
+	}
+	return nil
+}
+
+func (x *SendToUidRequest) GetAckTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.AckTimeout
+	}
+	return nil
+}
+
+func (x *SendToUidRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type isSendToUidRequest_Payload interface {
 	isSendToUidRequest_Payload()
 }
@@ -1216,14 +1545,25 @@ type SendToUidResponse struct {
 	// When the server accepted the push (Push.sent_at).
 	SentAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	// The epoch seq counts in (Push.epoch).
-	Epoch         string `protobuf:"bytes,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch string `protobuf:"bytes,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The uid had no live session and the push is kept for store_for.
+	Stored bool `protobuf:"varint,6,opt,name=stored,proto3" json:"stored,omitempty"`
+	// With ack_timeout: the sessions that acknowledged the push in time
+	// (including sessions that got it later by resume or as a stored push).
+	AckedSessions []string `protobuf:"bytes,7,rep,name=acked_sessions,json=ackedSessions,proto3" json:"acked_sessions,omitempty"`
+	// With ack_timeout: the sessions the push was queued to that did not
+	// acknowledge it in time.
+	UnackedSessions []string `protobuf:"bytes,8,rep,name=unacked_sessions,json=unackedSessions,proto3" json:"unacked_sessions,omitempty"`
+	// This answers a retry: the same idempotency_key was used before, and
+	// this is that call's answer. Nothing was sent this time.
+	Duplicate     bool `protobuf:"varint,9,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendToUidResponse) Reset() {
 	*x = SendToUidResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[12]
+	mi := &file_presence_v1_presence_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1575,7 @@ func (x *SendToUidResponse) String() string {
 func (*SendToUidResponse) ProtoMessage() {}
 
 func (x *SendToUidResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[12]
+	mi := &file_presence_v1_presence_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1588,7 @@ func (x *SendToUidResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUidResponse.ProtoReflect.Descriptor instead.
 func (*SendToUidResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{12}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendToUidResponse) GetPushId() string {
@@ -1286,6 +1626,321 @@ func (x *SendToUidResponse) GetEpoch() string {
 	return ""
 }
 
+func (x *SendToUidResponse) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+func (x *SendToUidResponse) GetAckedSessions() []string {
+	if x != nil {
+		return x.AckedSessions
+	}
+	return nil
+}
+
+func (x *SendToUidResponse) GetUnackedSessions() []string {
+	if x != nil {
+		return x.UnackedSessions
+	}
+	return nil
+}
+
+func (x *SendToUidResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+// SendToUidsRequest asks for one push to each of many uids.
+type SendToUidsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The uids, up to 1,000, each at most once.
+	Uids []string `protobuf:"bytes,1,rep,name=uids,proto3" json:"uids,omitempty"`
+	// The payload. One is required.
+	//
+	// Types that are valid to be assigned to Payload:
+	//
+	//	*SendToUidsRequest_Data
+	//	*SendToUidsRequest_Binary
+	Payload isSendToUidsRequest_Payload `protobuf_oneof:"payload"`
+	// As in SendToUidRequest, for each uid with no live session.
+	StoreFor *durationpb.Duration `protobuf:"bytes,4,opt,name=store_for,json=storeFor,proto3" json:"store_for,omitempty"`
+	// As in SendToUidRequest.
+	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SendToUidsRequest) Reset() {
+	*x = SendToUidsRequest{}
+	mi := &file_presence_v1_presence_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendToUidsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendToUidsRequest) ProtoMessage() {}
+
+func (x *SendToUidsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendToUidsRequest.ProtoReflect.Descriptor instead.
+func (*SendToUidsRequest) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SendToUidsRequest) GetUids() []string {
+	if x != nil {
+		return x.Uids
+	}
+	return nil
+}
+
+func (x *SendToUidsRequest) GetPayload() isSendToUidsRequest_Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SendToUidsRequest) GetData() *structpb.Value {
+	if x != nil {
+		if x, ok := x.Payload.(*SendToUidsRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+func (x *SendToUidsRequest) GetBinary() *BinaryPayload {
+	if x != nil {
+		if x, ok := x.Payload.(*SendToUidsRequest_Binary); ok {
+			return x.Binary
+		}
+	}
+	return nil
+}
+
+func (x *SendToUidsRequest) GetStoreFor() *durationpb.Duration {
+	if x != nil {
+		return x.StoreFor
+	}
+	return nil
+}
+
+func (x *SendToUidsRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+type isSendToUidsRequest_Payload interface {
+	isSendToUidsRequest_Payload()
+}
+
+type SendToUidsRequest_Data struct {
+	// Any JSON value.
+	Data *structpb.Value `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+type SendToUidsRequest_Binary struct {
+	// Opaque bytes with a content type.
+	Binary *BinaryPayload `protobuf:"bytes,3,opt,name=binary,proto3,oneof"`
+}
+
+func (*SendToUidsRequest_Data) isSendToUidsRequest_Payload() {}
+
+func (*SendToUidsRequest_Binary) isSendToUidsRequest_Payload() {}
+
+// UidDelivery is what happened to a push for one uid.
+type UidDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The uid.
+	Uid string `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	// The push's seq in this uid's sequence; 0 when offline.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The epoch seq counts in.
+	Epoch string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// How many live sessions of the uid it was queued to.
+	Delivered uint32 `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// The uid had no live session and the push is kept for store_for.
+	Stored bool `protobuf:"varint,5,opt,name=stored,proto3" json:"stored,omitempty"`
+	// The uid had no live session and nothing was sent or stored.
+	Offline       bool `protobuf:"varint,6,opt,name=offline,proto3" json:"offline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UidDelivery) Reset() {
+	*x = UidDelivery{}
+	mi := &file_presence_v1_presence_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UidDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UidDelivery) ProtoMessage() {}
+
+func (x *UidDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UidDelivery.ProtoReflect.Descriptor instead.
+func (*UidDelivery) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UidDelivery) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *UidDelivery) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *UidDelivery) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *UidDelivery) GetDelivered() uint32 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *UidDelivery) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+func (x *UidDelivery) GetOffline() bool {
+	if x != nil {
+		return x.Offline
+	}
+	return false
+}
+
+// SendToUidsResponse reports, per uid, what happened to a push.
+type SendToUidsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The push's id, the same for every uid.
+	PushId string `protobuf:"bytes,1,opt,name=push_id,json=pushId,proto3" json:"push_id,omitempty"`
+	// When the server accepted the push.
+	SentAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	// One result per uid, in the order asked.
+	Results []*UidDelivery `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	// Sessions the push was queued to, over all uids.
+	Delivered uint32 `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// This answers a retry (see SendToUidRequest.idempotency_key).
+	Duplicate     bool `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendToUidsResponse) Reset() {
+	*x = SendToUidsResponse{}
+	mi := &file_presence_v1_presence_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendToUidsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendToUidsResponse) ProtoMessage() {}
+
+func (x *SendToUidsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_presence_v1_presence_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendToUidsResponse.ProtoReflect.Descriptor instead.
+func (*SendToUidsResponse) Descriptor() ([]byte, []int) {
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SendToUidsResponse) GetPushId() string {
+	if x != nil {
+		return x.PushId
+	}
+	return ""
+}
+
+func (x *SendToUidsResponse) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
+	}
+	return nil
+}
+
+func (x *SendToUidsResponse) GetResults() []*UidDelivery {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *SendToUidsResponse) GetDelivered() uint32 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *SendToUidsResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 // BroadcastRequest asks for a push to every identified session.
 type BroadcastRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1295,14 +1950,16 @@ type BroadcastRequest struct {
 	//
 	//	*BroadcastRequest_Data
 	//	*BroadcastRequest_Binary
-	Payload       isBroadcastRequest_Payload `protobuf_oneof:"payload"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Payload isBroadcastRequest_Payload `protobuf_oneof:"payload"`
+	// As in SendToUidRequest.
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BroadcastRequest) Reset() {
 	*x = BroadcastRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[13]
+	mi := &file_presence_v1_presence_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1971,7 @@ func (x *BroadcastRequest) String() string {
 func (*BroadcastRequest) ProtoMessage() {}
 
 func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[13]
+	mi := &file_presence_v1_presence_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1984,7 @@ func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
 func (*BroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{13}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BroadcastRequest) GetPayload() isBroadcastRequest_Payload {
@@ -1353,6 +2010,13 @@ func (x *BroadcastRequest) GetBinary() *BinaryPayload {
 		}
 	}
 	return nil
+}
+
+func (x *BroadcastRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 type isBroadcastRequest_Payload interface {
@@ -1385,14 +2049,16 @@ type BroadcastResponse struct {
 	// When the server accepted the push (Push.sent_at).
 	SentAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	// The epoch seq counts in (Push.epoch).
-	Epoch         string `protobuf:"bytes,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch string `protobuf:"bytes,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// This answers a retry (see SendToUidRequest.idempotency_key).
+	Duplicate     bool `protobuf:"varint,6,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BroadcastResponse) Reset() {
 	*x = BroadcastResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[14]
+	mi := &file_presence_v1_presence_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +2070,7 @@ func (x *BroadcastResponse) String() string {
 func (*BroadcastResponse) ProtoMessage() {}
 
 func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[14]
+	mi := &file_presence_v1_presence_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +2083,7 @@ func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastResponse.ProtoReflect.Descriptor instead.
 func (*BroadcastResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{14}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BroadcastResponse) GetPushId() string {
@@ -1455,6 +2121,13 @@ func (x *BroadcastResponse) GetEpoch() string {
 	return ""
 }
 
+func (x *BroadcastResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 // SessionInfo describes one live session.
 type SessionInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1472,7 +2145,7 @@ type SessionInfo struct {
 
 func (x *SessionInfo) Reset() {
 	*x = SessionInfo{}
-	mi := &file_presence_v1_presence_proto_msgTypes[15]
+	mi := &file_presence_v1_presence_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +2157,7 @@ func (x *SessionInfo) String() string {
 func (*SessionInfo) ProtoMessage() {}
 
 func (x *SessionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[15]
+	mi := &file_presence_v1_presence_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +2170,7 @@ func (x *SessionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionInfo.ProtoReflect.Descriptor instead.
 func (*SessionInfo) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{15}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SessionInfo) GetSessionId() string {
@@ -1553,7 +2226,7 @@ type UidPresence struct {
 
 func (x *UidPresence) Reset() {
 	*x = UidPresence{}
-	mi := &file_presence_v1_presence_proto_msgTypes[16]
+	mi := &file_presence_v1_presence_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +2238,7 @@ func (x *UidPresence) String() string {
 func (*UidPresence) ProtoMessage() {}
 
 func (x *UidPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[16]
+	mi := &file_presence_v1_presence_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +2251,7 @@ func (x *UidPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UidPresence.ProtoReflect.Descriptor instead.
 func (*UidPresence) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{16}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UidPresence) GetUid() string {
@@ -1634,7 +2307,7 @@ type GetPresenceRequest struct {
 
 func (x *GetPresenceRequest) Reset() {
 	*x = GetPresenceRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[17]
+	mi := &file_presence_v1_presence_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +2319,7 @@ func (x *GetPresenceRequest) String() string {
 func (*GetPresenceRequest) ProtoMessage() {}
 
 func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[17]
+	mi := &file_presence_v1_presence_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +2332,7 @@ func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
 func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{17}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPresenceRequest) GetUid() string {
@@ -1680,7 +2353,7 @@ type GetPresenceResponse struct {
 
 func (x *GetPresenceResponse) Reset() {
 	*x = GetPresenceResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[18]
+	mi := &file_presence_v1_presence_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +2365,7 @@ func (x *GetPresenceResponse) String() string {
 func (*GetPresenceResponse) ProtoMessage() {}
 
 func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[18]
+	mi := &file_presence_v1_presence_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +2378,7 @@ func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
 func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{18}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetPresenceResponse) GetPresence() *UidPresence {
@@ -1726,7 +2399,7 @@ type BatchGetPresenceRequest struct {
 
 func (x *BatchGetPresenceRequest) Reset() {
 	*x = BatchGetPresenceRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[19]
+	mi := &file_presence_v1_presence_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +2411,7 @@ func (x *BatchGetPresenceRequest) String() string {
 func (*BatchGetPresenceRequest) ProtoMessage() {}
 
 func (x *BatchGetPresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[19]
+	mi := &file_presence_v1_presence_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +2424,7 @@ func (x *BatchGetPresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetPresenceRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetPresenceRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{19}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BatchGetPresenceRequest) GetUids() []string {
@@ -1773,7 +2446,7 @@ type BatchGetPresenceResponse struct {
 
 func (x *BatchGetPresenceResponse) Reset() {
 	*x = BatchGetPresenceResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[20]
+	mi := &file_presence_v1_presence_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +2458,7 @@ func (x *BatchGetPresenceResponse) String() string {
 func (*BatchGetPresenceResponse) ProtoMessage() {}
 
 func (x *BatchGetPresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[20]
+	mi := &file_presence_v1_presence_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +2471,7 @@ func (x *BatchGetPresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetPresenceResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetPresenceResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{20}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BatchGetPresenceResponse) GetPresences() []*UidPresence {
@@ -1821,7 +2494,7 @@ type ListOnlineRequest struct {
 
 func (x *ListOnlineRequest) Reset() {
 	*x = ListOnlineRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[21]
+	mi := &file_presence_v1_presence_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +2506,7 @@ func (x *ListOnlineRequest) String() string {
 func (*ListOnlineRequest) ProtoMessage() {}
 
 func (x *ListOnlineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[21]
+	mi := &file_presence_v1_presence_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +2519,7 @@ func (x *ListOnlineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineRequest.ProtoReflect.Descriptor instead.
 func (*ListOnlineRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{21}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListOnlineRequest) GetPageSize() int32 {
@@ -1878,7 +2551,7 @@ type ListOnlineResponse struct {
 
 func (x *ListOnlineResponse) Reset() {
 	*x = ListOnlineResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[22]
+	mi := &file_presence_v1_presence_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2563,7 @@ func (x *ListOnlineResponse) String() string {
 func (*ListOnlineResponse) ProtoMessage() {}
 
 func (x *ListOnlineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[22]
+	mi := &file_presence_v1_presence_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2576,7 @@ func (x *ListOnlineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineResponse.ProtoReflect.Descriptor instead.
 func (*ListOnlineResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{22}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListOnlineResponse) GetUids() []string {
@@ -1929,7 +2602,7 @@ type GetCountsRequest struct {
 
 func (x *GetCountsRequest) Reset() {
 	*x = GetCountsRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[23]
+	mi := &file_presence_v1_presence_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2614,7 @@ func (x *GetCountsRequest) String() string {
 func (*GetCountsRequest) ProtoMessage() {}
 
 func (x *GetCountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[23]
+	mi := &file_presence_v1_presence_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2627,7 @@ func (x *GetCountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCountsRequest.ProtoReflect.Descriptor instead.
 func (*GetCountsRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{23}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{28}
 }
 
 // GetCountsResponse counts what is live now.
@@ -1970,7 +2643,7 @@ type GetCountsResponse struct {
 
 func (x *GetCountsResponse) Reset() {
 	*x = GetCountsResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[24]
+	mi := &file_presence_v1_presence_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2655,7 @@ func (x *GetCountsResponse) String() string {
 func (*GetCountsResponse) ProtoMessage() {}
 
 func (x *GetCountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[24]
+	mi := &file_presence_v1_presence_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2668,7 @@ func (x *GetCountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCountsResponse.ProtoReflect.Descriptor instead.
 func (*GetCountsResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{24}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetCountsResponse) GetOnlineUids() uint64 {
@@ -2028,7 +2701,7 @@ type WatchPresenceRequest struct {
 
 func (x *WatchPresenceRequest) Reset() {
 	*x = WatchPresenceRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[25]
+	mi := &file_presence_v1_presence_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2713,7 @@ func (x *WatchPresenceRequest) String() string {
 func (*WatchPresenceRequest) ProtoMessage() {}
 
 func (x *WatchPresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[25]
+	mi := &file_presence_v1_presence_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2726,7 @@ func (x *WatchPresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresenceRequest.ProtoReflect.Descriptor instead.
 func (*WatchPresenceRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{25}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchPresenceRequest) GetUids() []string {
@@ -2102,7 +2775,7 @@ type WatchPresenceResponse struct {
 
 func (x *WatchPresenceResponse) Reset() {
 	*x = WatchPresenceResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[26]
+	mi := &file_presence_v1_presence_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2787,7 @@ func (x *WatchPresenceResponse) String() string {
 func (*WatchPresenceResponse) ProtoMessage() {}
 
 func (x *WatchPresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[26]
+	mi := &file_presence_v1_presence_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2800,7 @@ func (x *WatchPresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPresenceResponse.ProtoReflect.Descriptor instead.
 func (*WatchPresenceResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{26}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchPresenceResponse) GetSeq() uint64 {
@@ -2198,7 +2871,7 @@ type KickRequest struct {
 
 func (x *KickRequest) Reset() {
 	*x = KickRequest{}
-	mi := &file_presence_v1_presence_proto_msgTypes[27]
+	mi := &file_presence_v1_presence_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2883,7 @@ func (x *KickRequest) String() string {
 func (*KickRequest) ProtoMessage() {}
 
 func (x *KickRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[27]
+	mi := &file_presence_v1_presence_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2896,7 @@ func (x *KickRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KickRequest.ProtoReflect.Descriptor instead.
 func (*KickRequest) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{27}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *KickRequest) GetUid() string {
@@ -2272,7 +2945,7 @@ type KickResponse struct {
 
 func (x *KickResponse) Reset() {
 	*x = KickResponse{}
-	mi := &file_presence_v1_presence_proto_msgTypes[28]
+	mi := &file_presence_v1_presence_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2957,7 @@ func (x *KickResponse) String() string {
 func (*KickResponse) ProtoMessage() {}
 
 func (x *KickResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_presence_v1_presence_proto_msgTypes[28]
+	mi := &file_presence_v1_presence_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2970,7 @@ func (x *KickResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KickResponse.ProtoReflect.Descriptor instead.
 func (*KickResponse) Descriptor() ([]byte, []int) {
-	return file_presence_v1_presence_proto_rawDescGZIP(), []int{28}
+	return file_presence_v1_presence_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *KickResponse) GetKicked() uint32 {
@@ -2311,19 +2984,29 @@ var File_presence_v1_presence_proto protoreflect.FileDescriptor
 
 const file_presence_v1_presence_proto_rawDesc = "" +
 	"\n" +
-	"\x1apresence/v1/presence.proto\x12\vpresence.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n" +
+	"\x1apresence/v1/presence.proto\x12\vpresence.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n" +
 	"\x0eConnectRequest\x123\n" +
 	"\bidentify\x18\x01 \x01(\v2\x15.presence.v1.IdentifyH\x00R\bidentify\x12'\n" +
 	"\x04ping\x18\x02 \x01(\v2\x11.presence.v1.PingH\x00R\x04ping\x12@\n" +
-	"\rrefresh_token\x18\x03 \x01(\v2\x19.presence.v1.RefreshTokenH\x00R\frefreshTokenB\a\n" +
-	"\x05frame\"\xa8\x01\n" +
+	"\rrefresh_token\x18\x03 \x01(\v2\x19.presence.v1.RefreshTokenH\x00R\frefreshToken\x12$\n" +
+	"\x03ack\x18\x04 \x01(\v2\x10.presence.v1.AckH\x00R\x03ackB\a\n" +
+	"\x05frame\"\xd9\x01\n" +
 	"\bIdentify\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x129\n" +
-	"\x06labels\x18\x03 \x03(\v2!.presence.v1.Identify.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x03 \x03(\v2!.presence.v1.Identify.LabelsEntryR\x06labels\x12/\n" +
+	"\x06resume\x18\x04 \x01(\v2\x17.presence.v1.ResumeFromR\x06resume\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"$\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
+	"\n" +
+	"ResumeFrom\x12\x1b\n" +
+	"\tuid_epoch\x18\x01 \x01(\tR\buidEpoch\x12\x17\n" +
+	"\auid_seq\x18\x02 \x01(\x04R\x06uidSeq\x12'\n" +
+	"\x0fbroadcast_epoch\x18\x03 \x01(\tR\x0ebroadcastEpoch\x12#\n" +
+	"\rbroadcast_seq\x18\x04 \x01(\x04R\fbroadcastSeq\"\x1e\n" +
+	"\x03Ack\x12\x17\n" +
+	"\apush_id\x18\x01 \x01(\tR\x06pushId\"$\n" +
 	"\fRefreshToken\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x18\n" +
 	"\x04Ping\x12\x10\n" +
@@ -2336,21 +3019,30 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"\x04push\x18\x03 \x01(\v2\x11.presence.v1.PushH\x00R\x04push\x120\n" +
 	"\agoodbye\x18\x04 \x01(\v2\x14.presence.v1.GoodbyeH\x00R\agoodbye\x12F\n" +
 	"\x0ftoken_refreshed\x18\x05 \x01(\v2\x1b.presence.v1.TokenRefreshedH\x00R\x0etokenRefreshedB\a\n" +
-	"\x05frame\"\xcf\x01\n" +
+	"\x05frame\"\xef\x03\n" +
 	"\n" +
 	"Identified\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\tR\x03uid\x12H\n" +
 	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12F\n" +
-	"\x11heartbeat_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\"K\n" +
+	"\x11heartbeat_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12\x1b\n" +
+	"\tuid_epoch\x18\x05 \x01(\tR\buidEpoch\x12\x17\n" +
+	"\auid_seq\x18\x06 \x01(\x04R\x06uidSeq\x12'\n" +
+	"\x0fbroadcast_epoch\x18\a \x01(\tR\x0ebroadcastEpoch\x12#\n" +
+	"\rbroadcast_seq\x18\b \x01(\x04R\fbroadcastSeq\x128\n" +
+	"\n" +
+	"uid_resume\x18\t \x01(\x0e2\x19.presence.v1.ResumeResultR\tuidResume\x12D\n" +
+	"\x10broadcast_resume\x18\n" +
+	" \x01(\x0e2\x19.presence.v1.ResumeResultR\x0fbroadcastResume\x12\x1a\n" +
+	"\breplayed\x18\v \x01(\rR\breplayed\"K\n" +
 	"\x0eTokenRefreshed\x129\n" +
 	"\n" +
 	"expires_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"U\n" +
 	"\x04Pong\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12;\n" +
 	"\vserver_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"serverTime\"\x90\x02\n" +
+	"serverTime\"\xcb\x02\n" +
 	"\x04Push\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
 	"\x05scope\x18\x02 \x01(\x0e2\x16.presence.v1.PushScopeR\x05scope\x12\x10\n" +
@@ -2358,7 +3050,9 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"\x05epoch\x18\x04 \x01(\tR\x05epoch\x123\n" +
 	"\asent_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12,\n" +
 	"\x04data\x18\x06 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x124\n" +
-	"\x06binary\x18\a \x01(\v2\x1a.presence.v1.BinaryPayloadH\x00R\x06binaryB\t\n" +
+	"\x06binary\x18\a \x01(\v2\x1a.presence.v1.BinaryPayloadH\x00R\x06binary\x12!\n" +
+	"\fack_required\x18\b \x01(\bR\vackRequired\x12\x16\n" +
+	"\x06replay\x18\t \x01(\bR\x06replayB\t\n" +
 	"\apayload\"F\n" +
 	"\rBinaryPayload\x12!\n" +
 	"\fcontent_type\x18\x01 \x01(\tR\vcontentType\x12\x12\n" +
@@ -2367,28 +3061,58 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1a.presence.v1.GoodbyeReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
 	"\treconnect\x18\x03 \x01(\bR\treconnect\x12B\n" +
-	"\x0freconnect_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0ereconnectAfter\"\x93\x01\n" +
+	"\x0freconnect_after\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0ereconnectAfter\"\xb0\x02\n" +
 	"\x10SendToUidRequest\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12,\n" +
 	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x124\n" +
-	"\x06binary\x18\x03 \x01(\v2\x1a.presence.v1.BinaryPayloadH\x00R\x06binaryB\t\n" +
-	"\apayload\"\xa7\x01\n" +
+	"\x06binary\x18\x03 \x01(\v2\x1a.presence.v1.BinaryPayloadH\x00R\x06binary\x126\n" +
+	"\tstore_for\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bstoreFor\x12:\n" +
+	"\vack_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"ackTimeout\x12'\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKeyB\t\n" +
+	"\apayload\"\xaf\x02\n" +
 	"\x11SendToUidResponse\x12\x17\n" +
 	"\apush_id\x18\x01 \x01(\tR\x06pushId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1c\n" +
 	"\tdelivered\x18\x03 \x01(\rR\tdelivered\x123\n" +
 	"\asent_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\tR\x05epoch\"\x81\x01\n" +
+	"\x05epoch\x18\x05 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06stored\x18\x06 \x01(\bR\x06stored\x12%\n" +
+	"\x0eacked_sessions\x18\a \x03(\tR\rackedSessions\x12)\n" +
+	"\x10unacked_sessions\x18\b \x03(\tR\x0funackedSessions\x12\x1c\n" +
+	"\tduplicate\x18\t \x01(\bR\tduplicate\"\xf7\x01\n" +
+	"\x11SendToUidsRequest\x12\x12\n" +
+	"\x04uids\x18\x01 \x03(\tR\x04uids\x12,\n" +
+	"\x04data\x18\x02 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x124\n" +
+	"\x06binary\x18\x03 \x01(\v2\x1a.presence.v1.BinaryPayloadH\x00R\x06binary\x126\n" +
+	"\tstore_for\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bstoreFor\x12'\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKeyB\t\n" +
+	"\apayload\"\x97\x01\n" +
+	"\vUidDelivery\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x1c\n" +
+	"\tdelivered\x18\x04 \x01(\rR\tdelivered\x12\x16\n" +
+	"\x06stored\x18\x05 \x01(\bR\x06stored\x12\x18\n" +
+	"\aoffline\x18\x06 \x01(\bR\aoffline\"\xd2\x01\n" +
+	"\x12SendToUidsResponse\x12\x17\n" +
+	"\apush_id\x18\x01 \x01(\tR\x06pushId\x123\n" +
+	"\asent_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x122\n" +
+	"\aresults\x18\x03 \x03(\v2\x18.presence.v1.UidDeliveryR\aresults\x12\x1c\n" +
+	"\tdelivered\x18\x04 \x01(\rR\tdelivered\x12\x1c\n" +
+	"\tduplicate\x18\x05 \x01(\bR\tduplicate\"\xaa\x01\n" +
 	"\x10BroadcastRequest\x12,\n" +
 	"\x04data\x18\x01 \x01(\v2\x16.google.protobuf.ValueH\x00R\x04data\x124\n" +
-	"\x06binary\x18\x02 \x01(\v2\x1a.presence.v1.BinaryPayloadH\x00R\x06binaryB\t\n" +
-	"\apayload\"\xa7\x01\n" +
+	"\x06binary\x18\x02 \x01(\v2\x1a.presence.v1.BinaryPayloadH\x00R\x06binary\x12'\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKeyB\t\n" +
+	"\apayload\"\xc5\x01\n" +
 	"\x11BroadcastResponse\x12\x17\n" +
 	"\apush_id\x18\x01 \x01(\tR\x06pushId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1c\n" +
 	"\tdelivered\x18\x03 \x01(\rR\tdelivered\x123\n" +
 	"\asent_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\tR\x05epoch\"\xa4\x02\n" +
+	"\x05epoch\x18\x05 \x01(\tR\x05epoch\x12\x1c\n" +
+	"\tduplicate\x18\x06 \x01(\bR\tduplicate\"\xa4\x02\n" +
 	"\vSessionInfo\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12<\n" +
@@ -2449,7 +3173,11 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"\treconnect\x18\x04 \x01(\bR\treconnect\x12B\n" +
 	"\x0freconnect_after\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0ereconnectAfter\"&\n" +
 	"\fKickResponse\x12\x16\n" +
-	"\x06kicked\x18\x01 \x01(\rR\x06kicked*U\n" +
+	"\x06kicked\x18\x01 \x01(\rR\x06kicked*`\n" +
+	"\fResumeResult\x12\x1d\n" +
+	"\x19RESUME_RESULT_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15RESUME_RESULT_RESUMED\x10\x01\x12\x16\n" +
+	"\x12RESUME_RESULT_LOST\x10\x02*U\n" +
 	"\tPushScope\x12\x1a\n" +
 	"\x16PUSH_SCOPE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePUSH_SCOPE_UID\x10\x01\x12\x18\n" +
@@ -2470,10 +3198,12 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"!PRESENCE_EVENT_TYPE_SESSION_ENDED\x10\x04\x12\"\n" +
 	"\x1ePRESENCE_EVENT_TYPE_SUBSCRIBED\x10\x052[\n" +
 	"\x0fPresenceService\x12H\n" +
-	"\aConnect\x12\x1b.presence.v1.ConnectRequest\x1a\x1c.presence.v1.ConnectResponse(\x010\x012\xf3\x06\n" +
+	"\aConnect\x12\x1b.presence.v1.ConnectRequest\x1a\x1c.presence.v1.ConnectResponse(\x010\x012\xe5\a\n" +
 	"\x0eBackendService\x12n\n" +
 	"\tSendToUid\x12\x1d.presence.v1.SendToUidRequest\x1a\x1e.presence.v1.SendToUidResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/uids/{uid}/messages\x12d\n" +
-	"\tBroadcast\x12\x1d.presence.v1.BroadcastRequest\x1a\x1e.presence.v1.BroadcastResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/broadcast\x12q\n" +
+	"\tBroadcast\x12\x1d.presence.v1.BroadcastRequest\x1a\x1e.presence.v1.BroadcastResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/v1/broadcast\x12p\n" +
+	"\n" +
+	"SendToUids\x12\x1e.presence.v1.SendToUidsRequest\x1a\x1f.presence.v1.SendToUidsResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/messages:batchSend\x12q\n" +
 	"\vGetPresence\x12\x1f.presence.v1.GetPresenceRequest\x1a .presence.v1.GetPresenceResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/uids/{uid}/presence\x12\x81\x01\n" +
 	"\x10BatchGetPresence\x12$.presence.v1.BatchGetPresenceRequest\x1a%.presence.v1.BatchGetPresenceResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/presence:batchGet\x12a\n" +
 	"\n" +
@@ -2496,109 +3226,128 @@ func file_presence_v1_presence_proto_rawDescGZIP() []byte {
 	return file_presence_v1_presence_proto_rawDescData
 }
 
-var file_presence_v1_presence_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_presence_v1_presence_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_presence_v1_presence_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_presence_v1_presence_proto_goTypes = []any{
-	(PushScope)(0),                   // 0: presence.v1.PushScope
-	(GoodbyeReason)(0),               // 1: presence.v1.GoodbyeReason
-	(PresenceEventType)(0),           // 2: presence.v1.PresenceEventType
-	(*ConnectRequest)(nil),           // 3: presence.v1.ConnectRequest
-	(*Identify)(nil),                 // 4: presence.v1.Identify
-	(*RefreshToken)(nil),             // 5: presence.v1.RefreshToken
-	(*Ping)(nil),                     // 6: presence.v1.Ping
-	(*ConnectResponse)(nil),          // 7: presence.v1.ConnectResponse
-	(*Identified)(nil),               // 8: presence.v1.Identified
-	(*TokenRefreshed)(nil),           // 9: presence.v1.TokenRefreshed
-	(*Pong)(nil),                     // 10: presence.v1.Pong
-	(*Push)(nil),                     // 11: presence.v1.Push
-	(*BinaryPayload)(nil),            // 12: presence.v1.BinaryPayload
-	(*Goodbye)(nil),                  // 13: presence.v1.Goodbye
-	(*SendToUidRequest)(nil),         // 14: presence.v1.SendToUidRequest
-	(*SendToUidResponse)(nil),        // 15: presence.v1.SendToUidResponse
-	(*BroadcastRequest)(nil),         // 16: presence.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),        // 17: presence.v1.BroadcastResponse
-	(*SessionInfo)(nil),              // 18: presence.v1.SessionInfo
-	(*UidPresence)(nil),              // 19: presence.v1.UidPresence
-	(*GetPresenceRequest)(nil),       // 20: presence.v1.GetPresenceRequest
-	(*GetPresenceResponse)(nil),      // 21: presence.v1.GetPresenceResponse
-	(*BatchGetPresenceRequest)(nil),  // 22: presence.v1.BatchGetPresenceRequest
-	(*BatchGetPresenceResponse)(nil), // 23: presence.v1.BatchGetPresenceResponse
-	(*ListOnlineRequest)(nil),        // 24: presence.v1.ListOnlineRequest
-	(*ListOnlineResponse)(nil),       // 25: presence.v1.ListOnlineResponse
-	(*GetCountsRequest)(nil),         // 26: presence.v1.GetCountsRequest
-	(*GetCountsResponse)(nil),        // 27: presence.v1.GetCountsResponse
-	(*WatchPresenceRequest)(nil),     // 28: presence.v1.WatchPresenceRequest
-	(*WatchPresenceResponse)(nil),    // 29: presence.v1.WatchPresenceResponse
-	(*KickRequest)(nil),              // 30: presence.v1.KickRequest
-	(*KickResponse)(nil),             // 31: presence.v1.KickResponse
-	nil,                              // 32: presence.v1.Identify.LabelsEntry
-	nil,                              // 33: presence.v1.SessionInfo.LabelsEntry
-	nil,                              // 34: presence.v1.WatchPresenceResponse.LabelsEntry
-	(*durationpb.Duration)(nil),      // 35: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
-	(*structpb.Value)(nil),           // 37: google.protobuf.Value
+	(ResumeResult)(0),                // 0: presence.v1.ResumeResult
+	(PushScope)(0),                   // 1: presence.v1.PushScope
+	(GoodbyeReason)(0),               // 2: presence.v1.GoodbyeReason
+	(PresenceEventType)(0),           // 3: presence.v1.PresenceEventType
+	(*ConnectRequest)(nil),           // 4: presence.v1.ConnectRequest
+	(*Identify)(nil),                 // 5: presence.v1.Identify
+	(*ResumeFrom)(nil),               // 6: presence.v1.ResumeFrom
+	(*Ack)(nil),                      // 7: presence.v1.Ack
+	(*RefreshToken)(nil),             // 8: presence.v1.RefreshToken
+	(*Ping)(nil),                     // 9: presence.v1.Ping
+	(*ConnectResponse)(nil),          // 10: presence.v1.ConnectResponse
+	(*Identified)(nil),               // 11: presence.v1.Identified
+	(*TokenRefreshed)(nil),           // 12: presence.v1.TokenRefreshed
+	(*Pong)(nil),                     // 13: presence.v1.Pong
+	(*Push)(nil),                     // 14: presence.v1.Push
+	(*BinaryPayload)(nil),            // 15: presence.v1.BinaryPayload
+	(*Goodbye)(nil),                  // 16: presence.v1.Goodbye
+	(*SendToUidRequest)(nil),         // 17: presence.v1.SendToUidRequest
+	(*SendToUidResponse)(nil),        // 18: presence.v1.SendToUidResponse
+	(*SendToUidsRequest)(nil),        // 19: presence.v1.SendToUidsRequest
+	(*UidDelivery)(nil),              // 20: presence.v1.UidDelivery
+	(*SendToUidsResponse)(nil),       // 21: presence.v1.SendToUidsResponse
+	(*BroadcastRequest)(nil),         // 22: presence.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),        // 23: presence.v1.BroadcastResponse
+	(*SessionInfo)(nil),              // 24: presence.v1.SessionInfo
+	(*UidPresence)(nil),              // 25: presence.v1.UidPresence
+	(*GetPresenceRequest)(nil),       // 26: presence.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),      // 27: presence.v1.GetPresenceResponse
+	(*BatchGetPresenceRequest)(nil),  // 28: presence.v1.BatchGetPresenceRequest
+	(*BatchGetPresenceResponse)(nil), // 29: presence.v1.BatchGetPresenceResponse
+	(*ListOnlineRequest)(nil),        // 30: presence.v1.ListOnlineRequest
+	(*ListOnlineResponse)(nil),       // 31: presence.v1.ListOnlineResponse
+	(*GetCountsRequest)(nil),         // 32: presence.v1.GetCountsRequest
+	(*GetCountsResponse)(nil),        // 33: presence.v1.GetCountsResponse
+	(*WatchPresenceRequest)(nil),     // 34: presence.v1.WatchPresenceRequest
+	(*WatchPresenceResponse)(nil),    // 35: presence.v1.WatchPresenceResponse
+	(*KickRequest)(nil),              // 36: presence.v1.KickRequest
+	(*KickResponse)(nil),             // 37: presence.v1.KickResponse
+	nil,                              // 38: presence.v1.Identify.LabelsEntry
+	nil,                              // 39: presence.v1.SessionInfo.LabelsEntry
+	nil,                              // 40: presence.v1.WatchPresenceResponse.LabelsEntry
+	(*durationpb.Duration)(nil),      // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 42: google.protobuf.Timestamp
+	(*structpb.Value)(nil),           // 43: google.protobuf.Value
 }
 var file_presence_v1_presence_proto_depIdxs = []int32{
-	4,  // 0: presence.v1.ConnectRequest.identify:type_name -> presence.v1.Identify
-	6,  // 1: presence.v1.ConnectRequest.ping:type_name -> presence.v1.Ping
-	5,  // 2: presence.v1.ConnectRequest.refresh_token:type_name -> presence.v1.RefreshToken
-	32, // 3: presence.v1.Identify.labels:type_name -> presence.v1.Identify.LabelsEntry
-	8,  // 4: presence.v1.ConnectResponse.identified:type_name -> presence.v1.Identified
-	10, // 5: presence.v1.ConnectResponse.pong:type_name -> presence.v1.Pong
-	11, // 6: presence.v1.ConnectResponse.push:type_name -> presence.v1.Push
-	13, // 7: presence.v1.ConnectResponse.goodbye:type_name -> presence.v1.Goodbye
-	9,  // 8: presence.v1.ConnectResponse.token_refreshed:type_name -> presence.v1.TokenRefreshed
-	35, // 9: presence.v1.Identified.heartbeat_interval:type_name -> google.protobuf.Duration
-	35, // 10: presence.v1.Identified.heartbeat_timeout:type_name -> google.protobuf.Duration
-	36, // 11: presence.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
-	36, // 12: presence.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
-	0,  // 13: presence.v1.Push.scope:type_name -> presence.v1.PushScope
-	36, // 14: presence.v1.Push.sent_at:type_name -> google.protobuf.Timestamp
-	37, // 15: presence.v1.Push.data:type_name -> google.protobuf.Value
-	12, // 16: presence.v1.Push.binary:type_name -> presence.v1.BinaryPayload
-	1,  // 17: presence.v1.Goodbye.reason:type_name -> presence.v1.GoodbyeReason
-	35, // 18: presence.v1.Goodbye.reconnect_after:type_name -> google.protobuf.Duration
-	37, // 19: presence.v1.SendToUidRequest.data:type_name -> google.protobuf.Value
-	12, // 20: presence.v1.SendToUidRequest.binary:type_name -> presence.v1.BinaryPayload
-	36, // 21: presence.v1.SendToUidResponse.sent_at:type_name -> google.protobuf.Timestamp
-	37, // 22: presence.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
-	12, // 23: presence.v1.BroadcastRequest.binary:type_name -> presence.v1.BinaryPayload
-	36, // 24: presence.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
-	33, // 25: presence.v1.SessionInfo.labels:type_name -> presence.v1.SessionInfo.LabelsEntry
-	36, // 26: presence.v1.SessionInfo.connected_at:type_name -> google.protobuf.Timestamp
-	36, // 27: presence.v1.SessionInfo.last_frame_at:type_name -> google.protobuf.Timestamp
-	36, // 28: presence.v1.UidPresence.connected_since:type_name -> google.protobuf.Timestamp
-	36, // 29: presence.v1.UidPresence.last_seen:type_name -> google.protobuf.Timestamp
-	18, // 30: presence.v1.UidPresence.sessions:type_name -> presence.v1.SessionInfo
-	19, // 31: presence.v1.GetPresenceResponse.presence:type_name -> presence.v1.UidPresence
-	19, // 32: presence.v1.BatchGetPresenceResponse.presences:type_name -> presence.v1.UidPresence
-	36, // 33: presence.v1.WatchPresenceResponse.time:type_name -> google.protobuf.Timestamp
-	2,  // 34: presence.v1.WatchPresenceResponse.type:type_name -> presence.v1.PresenceEventType
-	34, // 35: presence.v1.WatchPresenceResponse.labels:type_name -> presence.v1.WatchPresenceResponse.LabelsEntry
-	35, // 36: presence.v1.KickRequest.reconnect_after:type_name -> google.protobuf.Duration
-	3,  // 37: presence.v1.PresenceService.Connect:input_type -> presence.v1.ConnectRequest
-	14, // 38: presence.v1.BackendService.SendToUid:input_type -> presence.v1.SendToUidRequest
-	16, // 39: presence.v1.BackendService.Broadcast:input_type -> presence.v1.BroadcastRequest
-	20, // 40: presence.v1.BackendService.GetPresence:input_type -> presence.v1.GetPresenceRequest
-	22, // 41: presence.v1.BackendService.BatchGetPresence:input_type -> presence.v1.BatchGetPresenceRequest
-	24, // 42: presence.v1.BackendService.ListOnline:input_type -> presence.v1.ListOnlineRequest
-	26, // 43: presence.v1.BackendService.GetCounts:input_type -> presence.v1.GetCountsRequest
-	28, // 44: presence.v1.BackendService.WatchPresence:input_type -> presence.v1.WatchPresenceRequest
-	30, // 45: presence.v1.BackendService.Kick:input_type -> presence.v1.KickRequest
-	7,  // 46: presence.v1.PresenceService.Connect:output_type -> presence.v1.ConnectResponse
-	15, // 47: presence.v1.BackendService.SendToUid:output_type -> presence.v1.SendToUidResponse
-	17, // 48: presence.v1.BackendService.Broadcast:output_type -> presence.v1.BroadcastResponse
-	21, // 49: presence.v1.BackendService.GetPresence:output_type -> presence.v1.GetPresenceResponse
-	23, // 50: presence.v1.BackendService.BatchGetPresence:output_type -> presence.v1.BatchGetPresenceResponse
-	25, // 51: presence.v1.BackendService.ListOnline:output_type -> presence.v1.ListOnlineResponse
-	27, // 52: presence.v1.BackendService.GetCounts:output_type -> presence.v1.GetCountsResponse
-	29, // 53: presence.v1.BackendService.WatchPresence:output_type -> presence.v1.WatchPresenceResponse
-	31, // 54: presence.v1.BackendService.Kick:output_type -> presence.v1.KickResponse
-	46, // [46:55] is the sub-list for method output_type
-	37, // [37:46] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	5,  // 0: presence.v1.ConnectRequest.identify:type_name -> presence.v1.Identify
+	9,  // 1: presence.v1.ConnectRequest.ping:type_name -> presence.v1.Ping
+	8,  // 2: presence.v1.ConnectRequest.refresh_token:type_name -> presence.v1.RefreshToken
+	7,  // 3: presence.v1.ConnectRequest.ack:type_name -> presence.v1.Ack
+	38, // 4: presence.v1.Identify.labels:type_name -> presence.v1.Identify.LabelsEntry
+	6,  // 5: presence.v1.Identify.resume:type_name -> presence.v1.ResumeFrom
+	11, // 6: presence.v1.ConnectResponse.identified:type_name -> presence.v1.Identified
+	13, // 7: presence.v1.ConnectResponse.pong:type_name -> presence.v1.Pong
+	14, // 8: presence.v1.ConnectResponse.push:type_name -> presence.v1.Push
+	16, // 9: presence.v1.ConnectResponse.goodbye:type_name -> presence.v1.Goodbye
+	12, // 10: presence.v1.ConnectResponse.token_refreshed:type_name -> presence.v1.TokenRefreshed
+	41, // 11: presence.v1.Identified.heartbeat_interval:type_name -> google.protobuf.Duration
+	41, // 12: presence.v1.Identified.heartbeat_timeout:type_name -> google.protobuf.Duration
+	0,  // 13: presence.v1.Identified.uid_resume:type_name -> presence.v1.ResumeResult
+	0,  // 14: presence.v1.Identified.broadcast_resume:type_name -> presence.v1.ResumeResult
+	42, // 15: presence.v1.TokenRefreshed.expires_at:type_name -> google.protobuf.Timestamp
+	42, // 16: presence.v1.Pong.server_time:type_name -> google.protobuf.Timestamp
+	1,  // 17: presence.v1.Push.scope:type_name -> presence.v1.PushScope
+	42, // 18: presence.v1.Push.sent_at:type_name -> google.protobuf.Timestamp
+	43, // 19: presence.v1.Push.data:type_name -> google.protobuf.Value
+	15, // 20: presence.v1.Push.binary:type_name -> presence.v1.BinaryPayload
+	2,  // 21: presence.v1.Goodbye.reason:type_name -> presence.v1.GoodbyeReason
+	41, // 22: presence.v1.Goodbye.reconnect_after:type_name -> google.protobuf.Duration
+	43, // 23: presence.v1.SendToUidRequest.data:type_name -> google.protobuf.Value
+	15, // 24: presence.v1.SendToUidRequest.binary:type_name -> presence.v1.BinaryPayload
+	41, // 25: presence.v1.SendToUidRequest.store_for:type_name -> google.protobuf.Duration
+	41, // 26: presence.v1.SendToUidRequest.ack_timeout:type_name -> google.protobuf.Duration
+	42, // 27: presence.v1.SendToUidResponse.sent_at:type_name -> google.protobuf.Timestamp
+	43, // 28: presence.v1.SendToUidsRequest.data:type_name -> google.protobuf.Value
+	15, // 29: presence.v1.SendToUidsRequest.binary:type_name -> presence.v1.BinaryPayload
+	41, // 30: presence.v1.SendToUidsRequest.store_for:type_name -> google.protobuf.Duration
+	42, // 31: presence.v1.SendToUidsResponse.sent_at:type_name -> google.protobuf.Timestamp
+	20, // 32: presence.v1.SendToUidsResponse.results:type_name -> presence.v1.UidDelivery
+	43, // 33: presence.v1.BroadcastRequest.data:type_name -> google.protobuf.Value
+	15, // 34: presence.v1.BroadcastRequest.binary:type_name -> presence.v1.BinaryPayload
+	42, // 35: presence.v1.BroadcastResponse.sent_at:type_name -> google.protobuf.Timestamp
+	39, // 36: presence.v1.SessionInfo.labels:type_name -> presence.v1.SessionInfo.LabelsEntry
+	42, // 37: presence.v1.SessionInfo.connected_at:type_name -> google.protobuf.Timestamp
+	42, // 38: presence.v1.SessionInfo.last_frame_at:type_name -> google.protobuf.Timestamp
+	42, // 39: presence.v1.UidPresence.connected_since:type_name -> google.protobuf.Timestamp
+	42, // 40: presence.v1.UidPresence.last_seen:type_name -> google.protobuf.Timestamp
+	24, // 41: presence.v1.UidPresence.sessions:type_name -> presence.v1.SessionInfo
+	25, // 42: presence.v1.GetPresenceResponse.presence:type_name -> presence.v1.UidPresence
+	25, // 43: presence.v1.BatchGetPresenceResponse.presences:type_name -> presence.v1.UidPresence
+	42, // 44: presence.v1.WatchPresenceResponse.time:type_name -> google.protobuf.Timestamp
+	3,  // 45: presence.v1.WatchPresenceResponse.type:type_name -> presence.v1.PresenceEventType
+	40, // 46: presence.v1.WatchPresenceResponse.labels:type_name -> presence.v1.WatchPresenceResponse.LabelsEntry
+	41, // 47: presence.v1.KickRequest.reconnect_after:type_name -> google.protobuf.Duration
+	4,  // 48: presence.v1.PresenceService.Connect:input_type -> presence.v1.ConnectRequest
+	17, // 49: presence.v1.BackendService.SendToUid:input_type -> presence.v1.SendToUidRequest
+	22, // 50: presence.v1.BackendService.Broadcast:input_type -> presence.v1.BroadcastRequest
+	19, // 51: presence.v1.BackendService.SendToUids:input_type -> presence.v1.SendToUidsRequest
+	26, // 52: presence.v1.BackendService.GetPresence:input_type -> presence.v1.GetPresenceRequest
+	28, // 53: presence.v1.BackendService.BatchGetPresence:input_type -> presence.v1.BatchGetPresenceRequest
+	30, // 54: presence.v1.BackendService.ListOnline:input_type -> presence.v1.ListOnlineRequest
+	32, // 55: presence.v1.BackendService.GetCounts:input_type -> presence.v1.GetCountsRequest
+	34, // 56: presence.v1.BackendService.WatchPresence:input_type -> presence.v1.WatchPresenceRequest
+	36, // 57: presence.v1.BackendService.Kick:input_type -> presence.v1.KickRequest
+	10, // 58: presence.v1.PresenceService.Connect:output_type -> presence.v1.ConnectResponse
+	18, // 59: presence.v1.BackendService.SendToUid:output_type -> presence.v1.SendToUidResponse
+	23, // 60: presence.v1.BackendService.Broadcast:output_type -> presence.v1.BroadcastResponse
+	21, // 61: presence.v1.BackendService.SendToUids:output_type -> presence.v1.SendToUidsResponse
+	27, // 62: presence.v1.BackendService.GetPresence:output_type -> presence.v1.GetPresenceResponse
+	29, // 63: presence.v1.BackendService.BatchGetPresence:output_type -> presence.v1.BatchGetPresenceResponse
+	31, // 64: presence.v1.BackendService.ListOnline:output_type -> presence.v1.ListOnlineResponse
+	33, // 65: presence.v1.BackendService.GetCounts:output_type -> presence.v1.GetCountsResponse
+	35, // 66: presence.v1.BackendService.WatchPresence:output_type -> presence.v1.WatchPresenceResponse
+	37, // 67: presence.v1.BackendService.Kick:output_type -> presence.v1.KickResponse
+	58, // [58:68] is the sub-list for method output_type
+	48, // [48:58] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_presence_v1_presence_proto_init() }
@@ -2610,23 +3359,28 @@ func file_presence_v1_presence_proto_init() {
 		(*ConnectRequest_Identify)(nil),
 		(*ConnectRequest_Ping)(nil),
 		(*ConnectRequest_RefreshToken)(nil),
+		(*ConnectRequest_Ack)(nil),
 	}
-	file_presence_v1_presence_proto_msgTypes[4].OneofWrappers = []any{
+	file_presence_v1_presence_proto_msgTypes[6].OneofWrappers = []any{
 		(*ConnectResponse_Identified)(nil),
 		(*ConnectResponse_Pong)(nil),
 		(*ConnectResponse_Push)(nil),
 		(*ConnectResponse_Goodbye)(nil),
 		(*ConnectResponse_TokenRefreshed)(nil),
 	}
-	file_presence_v1_presence_proto_msgTypes[8].OneofWrappers = []any{
+	file_presence_v1_presence_proto_msgTypes[10].OneofWrappers = []any{
 		(*Push_Data)(nil),
 		(*Push_Binary)(nil),
 	}
-	file_presence_v1_presence_proto_msgTypes[11].OneofWrappers = []any{
+	file_presence_v1_presence_proto_msgTypes[13].OneofWrappers = []any{
 		(*SendToUidRequest_Data)(nil),
 		(*SendToUidRequest_Binary)(nil),
 	}
-	file_presence_v1_presence_proto_msgTypes[13].OneofWrappers = []any{
+	file_presence_v1_presence_proto_msgTypes[15].OneofWrappers = []any{
+		(*SendToUidsRequest_Data)(nil),
+		(*SendToUidsRequest_Binary)(nil),
+	}
+	file_presence_v1_presence_proto_msgTypes[18].OneofWrappers = []any{
 		(*BroadcastRequest_Data)(nil),
 		(*BroadcastRequest_Binary)(nil),
 	}
@@ -2635,8 +3389,8 @@ func file_presence_v1_presence_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_presence_v1_presence_proto_rawDesc), len(file_presence_v1_presence_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   32,
+			NumEnums:      4,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

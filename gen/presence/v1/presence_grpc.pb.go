@@ -156,6 +156,7 @@ var PresenceService_ServiceDesc = grpc.ServiceDesc{
 const (
 	BackendService_SendToUid_FullMethodName        = "/presence.v1.BackendService/SendToUid"
 	BackendService_Broadcast_FullMethodName        = "/presence.v1.BackendService/Broadcast"
+	BackendService_SendToUids_FullMethodName       = "/presence.v1.BackendService/SendToUids"
 	BackendService_GetPresence_FullMethodName      = "/presence.v1.BackendService/GetPresence"
 	BackendService_BatchGetPresence_FullMethodName = "/presence.v1.BackendService/BatchGetPresence"
 	BackendService_ListOnline_FullMethodName       = "/presence.v1.BackendService/ListOnline"
@@ -175,11 +176,19 @@ const (
 type BackendServiceClient interface {
 	// SendToUid queues a push to every live session of a uid and reports how
 	// many sessions it was queued to. A uid with no live session is NOT_FOUND
-	// (HTTP 404): a push is never silently dropped.
+	// (HTTP 404): a push is never silently dropped, unless the request asks
+	// for it to be stored (store_for), and then the answer says stored. With
+	// ack_timeout it waits for the sessions to acknowledge the push and
+	// reports which did. With idempotency_key a retry returns the first
+	// call's answer and delivers nothing twice.
 	SendToUid(ctx context.Context, in *SendToUidRequest, opts ...grpc.CallOption) (*SendToUidResponse, error)
 	// Broadcast queues a push to every identified session on the server and
 	// reports how many sessions it was queued to (zero is not an error).
 	Broadcast(ctx context.Context, in *BroadcastRequest, opts ...grpc.CallOption) (*BroadcastResponse, error)
+	// SendToUids queues one push to each of up to 1,000 uids, with a result
+	// per uid, in the order asked. A uid with no live session is not an
+	// error: its result says offline (or stored, with store_for).
+	SendToUids(ctx context.Context, in *SendToUidsRequest, opts ...grpc.CallOption) (*SendToUidsResponse, error)
 	// GetPresence reports whether one uid is online, with its live sessions,
 	// or when it was last seen.
 	GetPresence(ctx context.Context, in *GetPresenceRequest, opts ...grpc.CallOption) (*GetPresenceResponse, error)
@@ -224,6 +233,16 @@ func (c *backendServiceClient) Broadcast(ctx context.Context, in *BroadcastReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BroadcastResponse)
 	err := c.cc.Invoke(ctx, BackendService_Broadcast_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backendServiceClient) SendToUids(ctx context.Context, in *SendToUidsRequest, opts ...grpc.CallOption) (*SendToUidsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendToUidsResponse)
+	err := c.cc.Invoke(ctx, BackendService_SendToUids_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -310,11 +329,19 @@ func (c *backendServiceClient) Kick(ctx context.Context, in *KickRequest, opts .
 type BackendServiceServer interface {
 	// SendToUid queues a push to every live session of a uid and reports how
 	// many sessions it was queued to. A uid with no live session is NOT_FOUND
-	// (HTTP 404): a push is never silently dropped.
+	// (HTTP 404): a push is never silently dropped, unless the request asks
+	// for it to be stored (store_for), and then the answer says stored. With
+	// ack_timeout it waits for the sessions to acknowledge the push and
+	// reports which did. With idempotency_key a retry returns the first
+	// call's answer and delivers nothing twice.
 	SendToUid(context.Context, *SendToUidRequest) (*SendToUidResponse, error)
 	// Broadcast queues a push to every identified session on the server and
 	// reports how many sessions it was queued to (zero is not an error).
 	Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error)
+	// SendToUids queues one push to each of up to 1,000 uids, with a result
+	// per uid, in the order asked. A uid with no live session is not an
+	// error: its result says offline (or stored, with store_for).
+	SendToUids(context.Context, *SendToUidsRequest) (*SendToUidsResponse, error)
 	// GetPresence reports whether one uid is online, with its live sessions,
 	// or when it was last seen.
 	GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error)
@@ -350,6 +377,9 @@ func (UnimplementedBackendServiceServer) SendToUid(context.Context, *SendToUidRe
 }
 func (UnimplementedBackendServiceServer) Broadcast(context.Context, *BroadcastRequest) (*BroadcastResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Broadcast not implemented")
+}
+func (UnimplementedBackendServiceServer) SendToUids(context.Context, *SendToUidsRequest) (*SendToUidsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendToUids not implemented")
 }
 func (UnimplementedBackendServiceServer) GetPresence(context.Context, *GetPresenceRequest) (*GetPresenceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPresence not implemented")
@@ -422,6 +452,24 @@ func _BackendService_Broadcast_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(BackendServiceServer).Broadcast(ctx, req.(*BroadcastRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackendService_SendToUids_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendToUidsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServiceServer).SendToUids(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackendService_SendToUids_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServiceServer).SendToUids(ctx, req.(*SendToUidsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -541,6 +589,10 @@ var BackendService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Broadcast",
 			Handler:    _BackendService_Broadcast_Handler,
+		},
+		{
+			MethodName: "SendToUids",
+			Handler:    _BackendService_SendToUids_Handler,
 		},
 		{
 			MethodName: "GetPresence",

@@ -1,0 +1,177 @@
+package server
+
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// pushHistory is the recent pushes of one sequence (one uid's, or the
+// broadcasts'), oldest first. It serves resume (a client that reconnects
+// gets what it missed) and stored pushes (kept for a uid with no live
+// session). It is guarded by its owner's lock: the uid's shard lock, or
+// Server.bcastMu for broadcasts.
+//
+// Invariant: every seq greater than lost and at most the sequence's last
+// seq is in items. So a client at position p can be resumed exactly when
+// p >= lost; trimming the front or declining to keep a push raises lost.
+type pushHistory struct {
+	items []*histItem
+	lost  uint64
+}
+
+// histItem is one kept push.
+type histItem struct {
+	push *presencev1.Push // as sent live; never modified
+	size int              // bytes charged to the shared budget
+	at   time.Time        // when it was accepted
+	// storeUntil is set while a stored push waits for the uid's next
+	// session; zero once delivered (or for a push that was sent live).
+	storeUntil time.Time
+	replay     *Frame // the push with Push.replay set, built on first replay
+}
+
+// histItemOverhead is what one kept push costs besides its encoded size:
+// the item, its slot, the Push struct and its Frame (measured with
+// BenchmarkHistoryMemory). It is charged to the budget so that the budget
+// bounds real memory.
+const histItemOverhead = 320
+
+// histBudget bounds the bytes kept by every history of a server together.
+type histBudget struct {
+	used atomic.Int64
+	max  int64
+}
+
+func (b *histBudget) take(n int) bool {
+	if b.used.Add(int64(n)) > b.max {
+		b.used.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
+func (b *histBudget) give(n int) { b.used.Add(-int64(n)) }
+
+// histLimits are the bounds a history keeps to.
+type histLimits struct {
+	size   int           // pushes per sequence
+	age    time.Duration // a push older than this goes (unless stored and waiting)
+	budget *histBudget
+}
+
+// errHistoryFull says a stored push could not be kept.
+type errHistoryFull struct{ why string }
+
+func (e errHistoryFull) Error() string { return e.why }
+
+// add keeps push (already numbered) unless the bounds refuse it; then it
+// raises lost to push's seq, so a resume across it is reported as lost, not
+// hidden. A stored push (storeUntil set) is never dropped that way: add
+// returns an error and keeps nothing, so the caller can refuse the request.
+func (h *pushHistory) add(push *presencev1.Push, size int, now, storeUntil time.Time, lim histLimits) (expired int, err error) {
+	expired = h.trim(now, lim)
+	cost := size + histItemOverhead
+	stored := !storeUntil.IsZero()
+	if lim.size <= 0 {
+		if stored {
+			return expired, errHistoryFull{"this server keeps no push history (--history-size 0), so it cannot store pushes"}
+		}
+		h.lost = push.GetSeq()
+		return expired, nil
+	}
+	if len(h.items) >= lim.size {
+		if h.items[0].storeUntil.IsZero() {
+			h.dropFront(lim.budget)
+		} else if stored {
+			return expired, errHistoryFull{"the uid already has " + strconv.Itoa(lim.size) + " stored pushes waiting, the most it may; wait for it to connect"}
+		}
+	}
+	if len(h.items) >= lim.size || !lim.budget.take(cost) {
+		if stored {
+			return expired, errHistoryFull{"the server's push history is full (--history-max-bytes); try again later"}
+		}
+		h.lost = push.GetSeq()
+		return expired, nil
+	}
+	h.items = append(h.items, &histItem{push: push, size: cost, at: now, storeUntil: storeUntil})
+	return expired, nil
+}
+
+// dropFront forgets the oldest item.
+func (h *pushHistory) dropFront(b *histBudget) {
+	it := h.items[0]
+	h.items[0] = nil
+	h.items = h.items[1:]
+	h.lost = it.push.GetSeq()
+	b.give(it.size)
+	if len(h.items) == 0 {
+		h.items = nil // let the backing array go
+	}
+}
+
+// trim forgets items older than the age bound, oldest first, stopping at
+// a stored push still within its time. It returns how many stored pushes
+// expired undelivered.
+func (h *pushHistory) trim(now time.Time, lim histLimits) (expired int) {
+	for len(h.items) > 0 {
+		it := h.items[0]
+		if !it.storeUntil.IsZero() {
+			if now.Before(it.storeUntil) {
+				return expired
+			}
+			expired++
+		} else if now.Sub(it.at) < lim.age {
+			return expired
+		}
+		h.dropFront(lim.budget)
+	}
+	return expired
+}
+
+// clear forgets everything (when the owner goes).
+func (h *pushHistory) clear(b *histBudget) {
+	for len(h.items) > 0 {
+		h.dropFront(b)
+	}
+}
+
+// covers reports whether every push after position pos (up to last, the
+// sequence's last seq) is kept.
+func (h *pushHistory) covers(pos, last uint64) bool {
+	return pos <= last && pos >= h.lost
+}
+
+// replayFrames returns the frames for every item after pos, or for only
+// the stored pushes still waiting when all is false, and marks stored
+// pushes delivered.
+func (h *pushHistory) replayFrames(dst []*Frame, pos uint64, all bool) []*Frame {
+	for _, it := range h.items {
+		if it.push.GetSeq() <= pos || (!all && it.storeUntil.IsZero()) {
+			continue
+		}
+		it.storeUntil = time.Time{}
+		if it.replay == nil {
+			p := proto.CloneOf(it.push)
+			p.Replay = true
+			it.replay = pushFrame(p)
+		}
+		dst = append(dst, it.replay)
+	}
+	return dst
+}
+
+// waiting counts stored pushes not yet delivered.
+func (h *pushHistory) waiting() int {
+	n := 0
+	for _, it := range h.items {
+		if !it.storeUntil.IsZero() {
+			n++
+		}
+	}
+	return n
+}
