@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -18,7 +19,9 @@ import (
 //
 // Invariant: every seq greater than lost and at most the sequence's last
 // seq is in items. So a client at position p can be resumed exactly when
-// p >= lost; trimming the front or declining to keep a push raises lost.
+// p >= lost; dropping an item or declining to keep a push raises lost.
+// Items at or below lost stay only while they are stored pushes waiting
+// for delivery (delivery of those needs no position).
 type pushHistory struct {
 	items []*histItem
 	lost  uint64
@@ -85,8 +88,10 @@ func (h *pushHistory) add(push *presencev1.Push, size int, now, storeUntil time.
 		return expired, nil
 	}
 	if len(h.items) >= lim.size {
-		if h.items[0].storeUntil.IsZero() {
-			h.dropFront(lim.budget)
+		// Make room by forgetting the oldest push that is not waiting.
+		if i := slices.IndexFunc(h.items, func(it *histItem) bool { return it.storeUntil.IsZero() }); i >= 0 {
+			oldest := h.items[i]
+			h.drop(lim.budget, func(it *histItem) bool { return it == oldest })
 		} else if stored {
 			return expired, errHistoryFull{"the uid already has " + strconv.Itoa(lim.size) + " stored pushes waiting, the most it may; wait for it to connect"}
 		}
@@ -96,48 +101,58 @@ func (h *pushHistory) add(push *presencev1.Push, size int, now, storeUntil time.
 			return expired, errHistoryFull{"the server's push history is full (--history-max-bytes); try again later"}
 		}
 		h.lost = push.GetSeq()
+		h.drop(lim.budget, func(*histItem) bool { return false }) // what no resume can use now
 		return expired, nil
 	}
 	h.items = append(h.items, &histItem{push: push, size: cost, at: now, storeUntil: storeUntil})
 	return expired, nil
 }
 
-// dropFront forgets the oldest item.
-func (h *pushHistory) dropFront(b *histBudget) {
-	it := h.items[0]
-	h.items[0] = nil
-	h.items = h.items[1:]
-	h.lost = it.push.GetSeq()
-	b.give(it.size)
+// drop forgets the items gone reports, raising lost past them, and with
+// them the older items that are not waiting (no resume can use them now).
+func (h *pushHistory) drop(b *histBudget, gone func(*histItem) bool) {
+	for _, it := range h.items {
+		if gone(it) {
+			h.lost = max(h.lost, it.push.GetSeq())
+		}
+	}
+	kept := h.items[:0]
+	for _, it := range h.items {
+		if gone(it) || (it.storeUntil.IsZero() && it.push.GetSeq() <= h.lost) {
+			b.give(it.size)
+			continue
+		}
+		kept = append(kept, it)
+	}
+	clear(h.items[len(kept):])
+	h.items = kept
 	if len(h.items) == 0 {
 		h.items = nil // let the backing array go
 	}
 }
 
-// trim forgets items older than the age bound, oldest first, stopping at
-// a stored push still within its time. It returns how many stored pushes
-// expired undelivered.
+// trim forgets the pushes older than the age bound and the stored pushes
+// whose time passed; it returns how many of those expired undelivered.
 func (h *pushHistory) trim(now time.Time, lim histLimits) (expired int) {
-	for len(h.items) > 0 {
-		it := h.items[0]
+	gone := func(it *histItem) bool {
 		if !it.storeUntil.IsZero() {
-			if now.Before(it.storeUntil) {
-				return expired
-			}
-			expired++
-		} else if now.Sub(it.at) < lim.age {
-			return expired
+			return !now.Before(it.storeUntil)
 		}
-		h.dropFront(lim.budget)
+		return now.Sub(it.at) >= lim.age
+	}
+	any := false
+	for _, it := range h.items {
+		if gone(it) {
+			any = true
+			if !it.storeUntil.IsZero() {
+				expired++
+			}
+		}
+	}
+	if any {
+		h.drop(lim.budget, gone)
 	}
 	return expired
-}
-
-// clear forgets everything (when the owner goes).
-func (h *pushHistory) clear(b *histBudget) {
-	for len(h.items) > 0 {
-		h.dropFront(b)
-	}
 }
 
 // covers reports whether every push after position pos (up to last, the
