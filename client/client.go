@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
 
 // Client holds one presence session open, reconnecting as needed, until
@@ -19,6 +21,11 @@ type Client struct {
 
 	// Written by run before it closes done; read only after done.
 	err error
+
+	// Where the last session got to in each push sequence, for the next
+	// Identify. Owned by whichever goroutine runs the session (the
+	// supervisor, then that session's reader); sessions never overlap.
+	pos *presencev1.ResumeFrom
 
 	closeOnce sync.Once
 }
@@ -40,7 +47,7 @@ func New(cfg Config) (*Client, error) {
 	cc.Close()
 
 	ctx, cancel := context.WithCancelCause(context.Background())
-	c := &Client{cfg: cfg, cancel: cancel, done: make(chan struct{})}
+	c := &Client{cfg: cfg, cancel: cancel, done: make(chan struct{}), pos: &presencev1.ResumeFrom{}}
 	go c.run(ctx)
 	return c, nil
 }

@@ -55,10 +55,8 @@
 // window fills, the server's bounded per-session queue fills behind it, and
 // the server ends the session with Goodbye SLOW_CONSUMER, which the client
 // reports and recovers from by reconnecting. Nothing is dropped without a
-// trace, and nothing is buffered without a bound. A callback also leaves
-// room for acknowledging a push once the protocol has acks (a method on
-// Push) and for tracking the last seq seen per scope and epoch for resume,
-// both on the same goroutine that delivers.
+// trace, and nothing is buffered without a bound. A callback also makes
+// "handled" well defined, for acks and resume: OnPush has returned.
 //
 // So OnPush should return quickly; to do slow work, hand the push to your
 // own goroutine or queue, with the overflow policy your application wants.
@@ -70,13 +68,26 @@
 //
 // OnPush and OnState must not call Close: Close waits for them to return.
 //
-// # Later protocol features
+// # Nothing lost across reconnects
 //
-// Tokens: the client asks TokenFunc for a token on every attempt, so after
-// Goodbye TOKEN_EXPIRED it reconnects with a fresh one. Refreshing on an
-// open stream (the RefreshToken frame, answered by TokenRefreshed, which
-// this client ignores today) is a frame queued to the writer, the one
-// place frames are sent from; push acks would be too. Resume after a
-// reconnect needs the last (scope, epoch, seq) seen, which the reader sees
-// first, and a field in Identify to send it.
+// The client remembers the last push it handled in each sequence (its
+// uid's and the broadcasts', by epoch and seq; a push counts as handled
+// once OnPush returns) and sends that position in Identify on every
+// reconnect. The server then replays what was missed, in order and before
+// any live push, so OnPush sees every push exactly once across a dropped
+// connection, as long as the server's history (--history-size,
+// --history-age) still covers the gap. When it does not (a long absence, a
+// restarted server), the StateConnected change has Lost set: pushes were
+// missed, resync from your backend. StateChange.Identified has the
+// details.
+//
+// A push that asks for an acknowledgement (Push.Msg.GetAckRequired(), when
+// the backend called SendToUid with ack_timeout) is acked by the client
+// once OnPush has returned; the backend's answer then lists this session.
+//
+// # Tokens
+//
+// The client asks TokenFunc for a token on every attempt, so after Goodbye
+// TOKEN_EXPIRED it reconnects with a fresh one. Refreshing on an open
+// stream (the RefreshToken frame) is not done yet.
 package client

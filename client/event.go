@@ -65,6 +65,15 @@ type StateChange struct {
 	// UID is the uid the server identified the session as (from the
 	// token's subject when Config.UID is empty). Set for Connected.
 	UID string
+	// Identified is the server's answer to Identify, with the resume
+	// results. Set for Connected.
+	Identified *presencev1.Identified
+	// Lost is set for Connected when the session resumed after a
+	// disconnection but the server's history no longer covered the gap:
+	// pushes sent meanwhile were missed and will not come. Resync from
+	// your backend. (With Lost unset, every push missed while
+	// disconnected is replayed, in order, before live ones.)
+	Lost bool
 	// Err says why the attempt or session ended: a gRPC status error from
 	// the server (status.Code(Err) gives its code), or one of this
 	// package's errors. Set for Disconnected; for Closed, the permanent

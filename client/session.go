@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
@@ -48,6 +49,12 @@ type session struct {
 
 	// Owned by the reader while it runs (by connectOnce before and after).
 	goodbye *presencev1.Goodbye
+	// pos is the client's resume position, advanced after each push is
+	// handled; identified is the server's answer to Identify.
+	pos        *presencev1.ResumeFrom
+	identified *presencev1.Identified
+
+	acks chan string // push ids to acknowledge, sent by the writer
 }
 
 // connectOnce makes one connection attempt and, when it succeeds, runs the
@@ -88,7 +95,8 @@ func (c *Client) connectOnce(ctx context.Context) (res sessionResult) {
 	if err != nil {
 		return failed(err)
 	}
-	s := &session{stream: stream, ctx: ctx, cancel: cancel, onPush: c.cfg.OnPush, startedAt: time.Now()}
+	s := &session{stream: stream, ctx: ctx, cancel: cancel, onPush: c.cfg.OnPush, startedAt: time.Now(),
+		pos: c.pos, acks: make(chan string, 64)}
 	if err := s.identify(c.cfg.UID, token, c.cfg.Labels); err != nil {
 		return sessionResult{err: failed(err).err, goodbye: s.goodbye}
 	}
@@ -98,7 +106,10 @@ func (c *Client) connectOnce(ctx context.Context) (res sessionResult) {
 	}
 
 	connectedAt := time.Now()
-	c.report(StateChange{State: StateConnected, SessionID: s.id, UID: s.uid})
+	id := s.identified
+	c.report(StateChange{State: StateConnected, SessionID: s.id, UID: s.uid, Identified: id,
+		Lost: id.GetUidResume() == presencev1.ResumeResult_RESUME_RESULT_LOST ||
+			id.GetBroadcastResume() == presencev1.ResumeResult_RESUME_RESULT_LOST})
 	var wg sync.WaitGroup
 	wg.Go(s.readLoop)
 	wg.Go(s.writeLoop)
@@ -116,8 +127,12 @@ func (c *Client) connectOnce(ctx context.Context) (res sessionResult) {
 // the session id and heartbeat settings. It is bounded by the handshake
 // timer that cancels s.ctx.
 func (s *session) identify(uid, token string, labels map[string]string) error {
+	var resume *presencev1.ResumeFrom
+	if s.pos.GetUidEpoch() != "" || s.pos.GetBroadcastEpoch() != "" {
+		resume = proto.CloneOf(s.pos)
+	}
 	err := s.stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{
-		Uid: uid, Token: token, Labels: labels,
+		Uid: uid, Token: token, Labels: labels, Resume: resume,
 	}}})
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err
@@ -130,7 +145,16 @@ func (s *session) identify(uid, token string, labels map[string]string) error {
 		}
 		switch f := m.GetFrame().(type) {
 		case *presencev1.ConnectResponse_Identified:
-			s.id, s.uid = f.Identified.GetSessionId(), f.Identified.GetUid()
+			id := f.Identified
+			s.id, s.uid, s.identified = id.GetSessionId(), id.GetUid(), id
+			// Where no resume happened (a first connect, or history lost),
+			// carry on from where the server is now.
+			if id.GetUidResume() != presencev1.ResumeResult_RESUME_RESULT_RESUMED {
+				s.pos.UidEpoch, s.pos.UidSeq = id.GetUidEpoch(), id.GetUidSeq()
+			}
+			if id.GetBroadcastResume() != presencev1.ResumeResult_RESUME_RESULT_RESUMED {
+				s.pos.BroadcastEpoch, s.pos.BroadcastSeq = id.GetBroadcastEpoch(), id.GetBroadcastSeq()
+			}
 			s.interval = f.Identified.GetHeartbeatInterval().AsDuration()
 			s.timeout = f.Identified.GetHeartbeatTimeout().AsDuration()
 			if s.timeout <= 0 {
@@ -162,11 +186,23 @@ func (s *session) readLoop() {
 		s.touch()
 		switch f := m.GetFrame().(type) {
 		case *presencev1.ConnectResponse_Push:
-			if s.onPush != nil && s.ctx.Err() == nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			if s.onPush != nil {
 				s.dispatching.Store(true)
 				s.onPush(&Push{SessionID: s.id, Msg: f.Push})
 				s.touch()
 				s.dispatching.Store(false)
+			}
+			// Handled: it counts for resume, and is acked if asked.
+			s.advance(f.Push)
+			if f.Push.GetAckRequired() {
+				select {
+				case s.acks <- f.Push.GetId():
+				case <-s.ctx.Done():
+					return
+				}
 			}
 		case *presencev1.ConnectResponse_Goodbye:
 			s.goodbye = f.Goodbye
@@ -186,13 +222,17 @@ func (s *session) writeLoop() {
 	defer t.Stop()
 	var seq uint64
 	for {
+		var req *presencev1.ConnectRequest
 		select {
 		case <-s.ctx.Done():
 			return
+		case id := <-s.acks:
+			req = &presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ack{Ack: &presencev1.Ack{PushId: id}}}
 		case <-t.C:
+			seq++
+			req = &presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ping{Ping: &presencev1.Ping{Seq: seq}}}
 		}
-		seq++
-		err := s.stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ping{Ping: &presencev1.Ping{Seq: seq}}})
+		err := s.stream.Send(req)
 		if err != nil {
 			// io.EOF: the stream has ended and the reader gets its
 			// status. Anything else came from this side; end with it.
@@ -230,6 +270,21 @@ func (s *session) watch() {
 			return
 		}
 		t.Reset(s.timeout - silent)
+	}
+}
+
+// advance moves the resume position past a handled push. Replays of
+// stored pushes may carry a seq below the position; it never goes back.
+func (s *session) advance(p *presencev1.Push) {
+	switch p.GetScope() {
+	case presencev1.PushScope_PUSH_SCOPE_UID:
+		if p.GetEpoch() != s.pos.UidEpoch || p.GetSeq() > s.pos.UidSeq {
+			s.pos.UidEpoch, s.pos.UidSeq = p.GetEpoch(), p.GetSeq()
+		}
+	case presencev1.PushScope_PUSH_SCOPE_BROADCAST:
+		if p.GetEpoch() != s.pos.BroadcastEpoch || p.GetSeq() > s.pos.BroadcastSeq {
+			s.pos.BroadcastEpoch, s.pos.BroadcastSeq = p.GetEpoch(), p.GetSeq()
+		}
 	}
 }
 
