@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
@@ -19,24 +22,57 @@ import (
 
 var sendCmd = &command{
 	name:    "send",
-	usage:   "send --uid U (--data JSON | --text TEXT) [global flags]",
-	summary: "push to every live session of one uid",
+	usage:   "send (--uid U | --uids U1,U2,...) (--data JSON | --text TEXT) [--store-for D] [--ack-timeout D] [--idempotency-key K] [global flags]",
+	summary: "push to every live session of one uid, or of many",
 	about: `Pushes a message to every live session of one uid and prints the server's
 answer as one JSON object: push_id, seq, delivered (how many sessions it was
-queued to), sent_at, epoch. A uid with no live session exits 3 (NotFound).`,
+queued to), sent_at, epoch. A uid with no live session exits 3 (NotFound),
+unless --store-for keeps the push until the uid connects (stored: true).
+--ack-timeout waits for the sessions to acknowledge the push and lists who
+did (acked_sessions, unacked_sessions). --idempotency-key makes a retry
+return the first answer (duplicate: true) and deliver nothing twice.
+
+With --uids (up to 1,000) it sends one push to each uid and prints a result
+per uid; an offline uid is a result (offline: true), not an error.`,
 	setup: func(fs *flag.FlagSet) func(context.Context, *env) error {
-		uid := fs.String("uid", "", "the user `id` to push to (required)")
+		uid := fs.String("uid", "", "the user `id` to push to")
+		uids := fs.String("uids", "", "push to each of these comma-separated user `ids` instead")
+		storeFor := fs.Duration("store-for", 0, "keep the push this long for a uid with no live session")
+		ackTimeout := fs.Duration("ack-timeout", 0, "wait up to this long for the sessions to acknowledge (one uid only)")
+		key := fs.String("idempotency-key", "", "make retries safe: the same `key` again returns the first answer")
 		payload := bindPayload(fs)
 		return func(ctx context.Context, e *env) error {
-			if *uid == "" {
-				return usageErr("send", "--uid is required")
+			switch {
+			case *uid == "" && *uids == "":
+				return usageErr("send", "--uid is required (or --uids U1,U2,... for many)")
+			case *uid != "" && *uids != "":
+				return usageErr("send", "give --uid or --uids, not both")
 			}
 			data, err := payload.value("send")
 			if err != nil {
 				return err
 			}
+			if *ackTimeout >= e.timeout {
+				return usageErr("send", "--ack-timeout %v must be shorter than --timeout %v", *ackTimeout, e.timeout)
+			}
+			optDur := func(d time.Duration) *durationpb.Duration {
+				if d == 0 {
+					return nil
+				}
+				return durationpb.New(d)
+			}
+			if *uids != "" {
+				if *ackTimeout != 0 {
+					return usageErr("send", "--ack-timeout works with --uid only")
+				}
+				return e.call(ctx, "send", func(ctx context.Context, b presencev1.BackendServiceClient) (proto.Message, error) {
+					return b.SendToUids(ctx, &presencev1.SendToUidsRequest{Uids: strings.Split(*uids, ","),
+						Payload: &presencev1.SendToUidsRequest_Data{Data: data}, StoreFor: optDur(*storeFor), IdempotencyKey: *key})
+				})
+			}
 			return e.call(ctx, "send", func(ctx context.Context, b presencev1.BackendServiceClient) (proto.Message, error) {
-				return b.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: *uid, Payload: &presencev1.SendToUidRequest_Data{Data: data}})
+				return b.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: *uid, Payload: &presencev1.SendToUidRequest_Data{Data: data},
+					StoreFor: optDur(*storeFor), AckTimeout: optDur(*ackTimeout), IdempotencyKey: *key})
 			})
 		}
 	},
@@ -44,12 +80,13 @@ queued to), sent_at, epoch. A uid with no live session exits 3 (NotFound).`,
 
 var broadcastCmd = &command{
 	name:    "broadcast",
-	usage:   "broadcast (--data JSON | --text TEXT) [global flags]",
+	usage:   "broadcast (--data JSON | --text TEXT) [--idempotency-key K] [global flags]",
 	summary: "push to every identified session",
 	about: `Pushes a message to every identified session on the server and prints the
 server's answer as one JSON object: push_id, seq, delivered (zero is not an
 error), sent_at, epoch.`,
 	setup: func(fs *flag.FlagSet) func(context.Context, *env) error {
+		key := fs.String("idempotency-key", "", "make retries safe: the same `key` again returns the first answer")
 		payload := bindPayload(fs)
 		return func(ctx context.Context, e *env) error {
 			data, err := payload.value("broadcast")
@@ -57,7 +94,7 @@ error), sent_at, epoch.`,
 				return err
 			}
 			return e.call(ctx, "broadcast", func(ctx context.Context, b presencev1.BackendServiceClient) (proto.Message, error) {
-				return b.Broadcast(ctx, &presencev1.BroadcastRequest{Payload: &presencev1.BroadcastRequest_Data{Data: data}})
+				return b.Broadcast(ctx, &presencev1.BroadcastRequest{Payload: &presencev1.BroadcastRequest_Data{Data: data}, IdempotencyKey: *key})
 			})
 		}
 	},

@@ -207,3 +207,39 @@ func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
 		t.Fatalf("no %s within %v", what, waitTimeout)
 	}
 }
+
+// TestSendStoreManyAndRetry proves send's delivery flags end to end:
+// --store-for answers stored for an offline uid, --uids prints a result
+// per uid, and --idempotency-key makes the retry a duplicate.
+func TestSendStoreManyAndRetry(t *testing.T) {
+	d := startDaemon(t)
+	r := runCLI(t, "--addr", d.GRPCAddr(), "send", "--uid", "later", "--store-for", "1m", "--text", "kept")
+	var one struct {
+		Stored    bool   `json:"stored"`
+		Seq       string `json:"seq"`
+		Delivered int    `json:"delivered"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &one) != nil || !one.Stored || one.Seq != "1" || one.Delivered != 0 {
+		t.Fatalf("send --store-for: exit %d %v, %q", r.code, r.err, r.stdout)
+	}
+	var many struct {
+		Results []struct {
+			Uid     string `json:"uid"`
+			Stored  bool   `json:"stored"`
+			Offline bool   `json:"offline"`
+		} `json:"results"`
+		Duplicate bool `json:"duplicate"`
+	}
+	for i, wantDup := range []bool{false, true} {
+		r = runCLI(t, "--addr", d.GRPCAddr(), "send", "--uids", "later,gone", "--idempotency-key", "batch-1", "--text", "x")
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &many) != nil {
+			t.Fatalf("send --uids (call %d): exit %d %v, %q", i, r.code, r.err, r.stdout)
+		}
+		if len(many.Results) != 2 || many.Results[0].Uid != "later" || !many.Results[1].Offline || many.Duplicate != wantDup {
+			t.Fatalf("send --uids (call %d) = %q; want later then gone offline, duplicate %v", i, r.stdout, wantDup)
+		}
+	}
+	if r := runCLI(t, "--addr", d.GRPCAddr(), "send", "--uid", "a", "--uids", "b", "--text", "x"); r.code != exitUsage {
+		t.Fatalf("--uid with --uids: exit %d; want %d", r.code, exitUsage)
+	}
+}

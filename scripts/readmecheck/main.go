@@ -182,7 +182,7 @@ var volatile = []struct {
 	repl string
 }{
 	{regexp.MustCompile(`\b[A-Z2-7]{26}\b`), "<ID>"},
-	{regexp.MustCompile(`("epoch": ?")[A-Z2-7]{10}"`), `${1}<EPOCH>"`},
+	{regexp.MustCompile(`("(?:epoch|uidEpoch|broadcastEpoch|uid_epoch|broadcast_epoch)": ?")[A-Z2-7]{10}"`), `${1}<EPOCH>"`},
 	{regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`), "<TIME>"},
 	{regexp.MustCompile(`(?m)^Date: .*$`), "Date: <DATE>"},
 	// protojson's random spaces (below) change the body's length too.
