@@ -23,8 +23,9 @@ import (
 // Items at or below lost stay only while they are stored pushes waiting
 // for delivery (delivery of those needs no position).
 type pushHistory struct {
-	items []*histItem
-	lost  uint64
+	items   []*histItem
+	lost    uint64
+	waiting int // stored pushes among items not yet delivered
 }
 
 // histItem is one kept push.
@@ -89,7 +90,9 @@ func (h *pushHistory) add(push *presencev1.Push, size int, now, storeUntil time.
 	}
 	if len(h.items) >= lim.size {
 		// Make room by forgetting the oldest push that is not waiting.
-		if i := slices.IndexFunc(h.items, func(it *histItem) bool { return it.storeUntil.IsZero() }); i >= 0 {
+		if h.waiting == 0 {
+			h.dropFront(lim.budget) // the common case, in O(1)
+		} else if i := slices.IndexFunc(h.items, func(it *histItem) bool { return it.storeUntil.IsZero() }); i >= 0 {
 			oldest := h.items[i]
 			h.drop(lim.budget, func(it *histItem) bool { return it == oldest })
 		} else if stored {
@@ -105,7 +108,22 @@ func (h *pushHistory) add(push *presencev1.Push, size int, now, storeUntil time.
 		return expired, nil
 	}
 	h.items = append(h.items, &histItem{push: push, size: cost, at: now, storeUntil: storeUntil})
+	if stored {
+		h.waiting++
+	}
 	return expired, nil
+}
+
+// dropFront forgets the oldest item, which is not waiting.
+func (h *pushHistory) dropFront(b *histBudget) {
+	it := h.items[0]
+	h.items[0] = nil
+	h.items = h.items[1:]
+	h.lost = max(h.lost, it.push.GetSeq())
+	b.give(it.size)
+	if len(h.items) == 0 {
+		h.items = nil // let the backing array go
+	}
 }
 
 // drop forgets the items gone reports, raising lost past them, and with
@@ -120,6 +138,9 @@ func (h *pushHistory) drop(b *histBudget, gone func(*histItem) bool) {
 	for _, it := range h.items {
 		if gone(it) || (it.storeUntil.IsZero() && it.push.GetSeq() <= h.lost) {
 			b.give(it.size)
+			if !it.storeUntil.IsZero() {
+				h.waiting--
+			}
 			continue
 		}
 		kept = append(kept, it)
@@ -134,6 +155,13 @@ func (h *pushHistory) drop(b *histBudget, gone func(*histItem) bool) {
 // trim forgets the pushes older than the age bound and the stored pushes
 // whose time passed; it returns how many of those expired undelivered.
 func (h *pushHistory) trim(now time.Time, lim histLimits) (expired int) {
+	if h.waiting == 0 {
+		// Only pushes sent live: the old ones are at the front.
+		for len(h.items) > 0 && now.Sub(h.items[0].at) >= lim.age {
+			h.dropFront(lim.budget)
+		}
+		return 0
+	}
 	gone := func(it *histItem) bool {
 		if !it.storeUntil.IsZero() {
 			return !now.Before(it.storeUntil)
@@ -169,7 +197,10 @@ func (h *pushHistory) replayFrames(dst []*Frame, pos uint64, all bool) []*Frame 
 		if it.push.GetSeq() <= pos || (!all && it.storeUntil.IsZero()) {
 			continue
 		}
-		it.storeUntil = time.Time{}
+		if !it.storeUntil.IsZero() {
+			it.storeUntil = time.Time{}
+			h.waiting--
+		}
 		if it.replay == nil {
 			p := proto.CloneOf(it.push)
 			p.Replay = true
@@ -178,15 +209,4 @@ func (h *pushHistory) replayFrames(dst []*Frame, pos uint64, all bool) []*Frame 
 		dst = append(dst, it.replay)
 	}
 	return dst
-}
-
-// waiting counts stored pushes not yet delivered.
-func (h *pushHistory) waiting() int {
-	n := 0
-	for _, it := range h.items {
-		if !it.storeUntil.IsZero() {
-			n++
-		}
-	}
-	return n
 }

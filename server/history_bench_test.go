@@ -95,3 +95,19 @@ func BenchmarkStoredPushMemory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHistoryAdd is what keeping one push costs the sender: a full
+// history (the default 64 pushes) takes one more and forgets its oldest.
+//
+//	go test ./server -run '^$' -bench HistoryAdd -count 6
+func BenchmarkHistoryAdd(b *testing.B) {
+	lim := histLimits{size: DefaultHistorySize, age: time.Hour, budget: &histBudget{max: DefaultHistoryMaxBytes}}
+	var h pushHistory
+	now := time.Now()
+	var seq uint64
+	b.ReportAllocs()
+	for b.Loop() {
+		seq++
+		h.add(&presencev1.Push{Seq: seq}, 100, now, time.Time{}, lim)
+	}
+}

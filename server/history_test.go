@@ -62,6 +62,15 @@ func TestHistoryInvariant(t *testing.T) {
 					t.Fatalf("seed %d step %d: seq %d is after lost %d but not kept", seed, step, s, h.lost)
 				}
 			}
+			nWaiting := 0
+			for _, it := range h.items {
+				if !it.storeUntil.IsZero() {
+					nWaiting++
+				}
+			}
+			if nWaiting != h.waiting {
+				t.Fatalf("seed %d step %d: %d waiting, counted %d", seed, step, nWaiting, h.waiting)
+			}
 			if cost != lim.budget.used.Load() || cost > lim.budget.max || len(h.items) > lim.size {
 				t.Fatalf("seed %d step %d: cost %d, budget %d of %d, %d items of %d", seed, step, cost, lim.budget.used.Load(), lim.budget.max, len(h.items), lim.size)
 			}
