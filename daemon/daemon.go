@@ -1,6 +1,7 @@
 // Package daemon wires a presence server to its listeners: the gRPC
 // listener (both services, health, reflection, transport keepalive) and the
-// HTTP listener (the grpc-gateway REST facade, /healthz, /openapi.json).
+// HTTP listener (the grpc-gateway REST facade, /healthz, /openapi.json,
+// the WebSocket bridge at /v1/connect and the debug console at /).
 // cmd/presenced is flags around it; tests and tools start it in-process.
 package daemon
 
@@ -28,6 +29,7 @@ import (
 	"github.com/presence-dev/presence/auth"
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 	"github.com/presence-dev/presence/server"
+	"github.com/presence-dev/presence/wsbridge"
 )
 
 // Config is everything a daemon needs. Zero values take the defaults
@@ -35,8 +37,9 @@ import (
 type Config struct {
 	// GRPCAddr is the gRPC listener. Default 127.0.0.1:9090.
 	GRPCAddr string
-	// HTTPAddr is the HTTP listener (REST, health, OpenAPI). Default
-	// 127.0.0.1:8080. "off" disables it.
+	// HTTPAddr is the HTTP listener (REST, health, OpenAPI, the
+	// WebSocket bridge and the debug console). Default 127.0.0.1:8080.
+	// "off" disables it.
 	HTTPAddr string
 	// BackendGRPCAddr, when set, serves the backend API on its own gRPC
 	// listener (for an internal network) and no longer on GRPCAddr.
@@ -58,6 +61,15 @@ type Config struct {
 
 	// Server configures sessions, queues and the reaper.
 	Server server.Options
+
+	// WebSocket configures the bridge at /v1/connect on HTTPAddr: browser
+	// sessions, run by Server like any Connect stream. Its Logger
+	// defaults to Logger. DevMode (any origin) is refused on a
+	// non-loopback HTTPAddr unless Insecure is set.
+	WebSocket wsbridge.Options
+	// NoWebConsole stops serving the debug console and presence.js at /
+	// on HTTPAddr.
+	NoWebConsole bool
 
 	// Keepalive and KeepalivePolicy are the transport keepalive settings.
 	// Zero values take server.DefaultKeepaliveParams and
@@ -136,6 +148,9 @@ func (c Config) withDefaults() Config {
 	if c.Server.Logger == nil {
 		c.Server.Logger = c.Logger
 	}
+	if c.WebSocket.Logger == nil {
+		c.WebSocket.Logger = c.Logger
+	}
 	return c
 }
 
@@ -144,7 +159,8 @@ type Daemon struct {
 	cfg    Config
 	log    *slog.Logger
 	srv    *server.Server
-	health *health.Server // shared by every gRPC server
+	ws     *wsbridge.Handler // sessions over WebSocket, on the public HTTP listener
+	health *health.Server    // shared by every gRPC server
 	// metrics is this daemon's own registry (not the global one), so
 	// several daemons can run in one process.
 	metrics *prometheus.Registry
@@ -198,6 +214,9 @@ func Start(cfg Config) (d *Daemon, err error) {
 			started.closeAll()
 		}
 	}()
+	if d.ws, err = wsbridge.New(srv, cfg.WebSocket); err != nil {
+		return nil, fmt.Errorf("WebSocket options: %w", err)
+	}
 
 	split := cfg.BackendGRPCAddr != ""
 	if d.public, err = d.listenGRPC("gRPC", cfg.GRPCAddr, tlsCfg, !split); err != nil {
@@ -225,7 +244,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 		}
 	}
 	if cfg.HTTPAddr != "off" {
-		h, err := d.httpHandler(context.Background(), cfg.BackendHTTPAddr == "")
+		h, err := d.httpHandler(context.Background(), true, cfg.BackendHTTPAddr == "")
 		if err != nil {
 			return nil, err
 		}
@@ -234,7 +253,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 		}
 	}
 	if cfg.BackendHTTPAddr != "" && cfg.BackendHTTPAddr != "off" {
-		h, err := d.httpHandler(context.Background(), true)
+		h, err := d.httpHandler(context.Background(), false, true)
 		if err != nil {
 			return nil, err
 		}
@@ -385,8 +404,9 @@ func (d *Daemon) BackendHTTPAddr() string {
 // Err delivers an error if a listener stops serving on its own.
 func (d *Daemon) Err() <-chan error { return d.errc }
 
-// Shutdown drains: health turns NOT_SERVING, every session gets Goodbye
-// SHUTDOWN with a jittered reconnect hint and its stream ends, the HTTP
+// Shutdown drains: health turns NOT_SERVING, every session (gRPC and
+// WebSocket) gets Goodbye SHUTDOWN with a jittered reconnect hint and its
+// stream ends, the WebSockets finish their close handshakes, the HTTP
 // server stops, then the gRPC server stops gracefully, falling back to a
 // hard stop when ctx (or the configured timeout) runs out. Idempotent.
 func (d *Daemon) Shutdown(ctx context.Context) error {
@@ -402,6 +422,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		var errs []error
 		if err := d.srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("ending sessions: %w", err))
+		}
+		// http.Server.Shutdown does not wait for hijacked connections:
+		// wait here, so every WebSocket has sent its Goodbye and closed.
+		if err := d.ws.Wait(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("closing WebSockets: %w", err))
 		}
 		for _, h := range d.https {
 			if err := h.hs.Shutdown(ctx); err != nil {

@@ -42,7 +42,13 @@ func TestMain(m *testing.M) {
 // start runs a daemon on loopback ports chosen by the kernel.
 func start(t *testing.T) *Daemon {
 	t.Helper()
-	d, err := Start(Config{
+	return startConfig(t, testConfig())
+}
+
+// testConfig is start's configuration: loopback ports chosen by the
+// kernel, short shutdown hints, no logs.
+func testConfig() Config {
+	return Config{
 		GRPCAddr: "127.0.0.1:0",
 		HTTPAddr: "127.0.0.1:0",
 		Server: server.Options{
@@ -50,7 +56,13 @@ func start(t *testing.T) *Daemon {
 			ShutdownReconnectMin: 100 * time.Millisecond, ShutdownReconnectJitter: 100 * time.Millisecond,
 		},
 		Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+}
+
+// startConfig starts a daemon with cfg; cleanup shuts it down.
+func startConfig(t *testing.T, cfg Config) *Daemon {
+	t.Helper()
+	d, err := Start(cfg)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}

@@ -13,11 +13,18 @@ import (
 
 	"github.com/presence-dev/presence/gen/openapi"
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+	"github.com/presence-dev/presence/web"
 )
 
-// httpHandler is an HTTP listener's handler: /healthz always; with
-// backend, also the REST facade under /v1/, /metrics and /openapi.json.
-func (d *Daemon) httpHandler(ctx context.Context, backend bool) (http.Handler, error) {
+// httpHandler is an HTTP listener's handler: /healthz always; with public
+// (the listener clients use), the WebSocket bridge at /v1/connect and,
+// unless NoWebConsole, the debug console at /; with backend, the REST
+// facade under /v1/, /metrics and /openapi.json.
+//
+// The console's "/" catches every path no other route has, so unknown
+// paths get its 404 and a wrong method on /healthz its 405; the REST
+// facade's "/v1/" is longer and keeps its own 404 and 405 answers.
+func (d *Daemon) httpHandler(ctx context.Context, public, backend bool) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -28,6 +35,16 @@ func (d *Daemon) httpHandler(ctx context.Context, backend bool) (http.Handler, e
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if public {
+		mux.Handle("/v1/connect", d.websocketHandler())
+		if !d.cfg.NoWebConsole {
+			mux.Handle("/", web.Handler())
+		}
+		if !backend {
+			// The API's paths are not the console's: 404 for any method.
+			mux.Handle("/v1/", http.NotFoundHandler())
+		}
+	}
 	if !backend {
 		return mux, nil
 	}
@@ -46,6 +63,21 @@ func (d *Daemon) httpHandler(ctx context.Context, backend bool) (http.Handler, e
 		w.Write(openapi.JSON)
 	})
 	return mux, nil
+}
+
+// websocketHandler is the bridge, refusing upgrades with 503 once the
+// daemon drains (as /healthz does), so sockets stop opening while Shutdown
+// waits for the bridge. An upgrade already past this check when draining
+// starts is refused by the server instead (close code 4014).
+func (d *Daemon) websocketHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d.draining.Load() {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "the server is shutting down; reconnect in a few seconds", http.StatusServiceUnavailable)
+			return
+		}
+		d.ws.ServeHTTP(w, r)
+	})
 }
 
 // routingError answers requests no route matches: 404 for an unknown

@@ -44,8 +44,13 @@ func isLoopback(addr string) bool {
 }
 
 // checkSecurity refuses to listen beyond loopback without client tokens
-// and API keys, unless Insecure is set.
+// and API keys, or with WebSockets open to every origin, unless Insecure
+// is set.
 func (c Config) checkSecurity() error {
+	if c.WebSocket.DevMode && c.HTTPAddr != "off" && !isLoopback(c.HTTPAddr) && !c.Insecure {
+		return fmt.Errorf("refusing --ws-dev-mode on %s, which is not loopback: any web page a user visits could open presence sessions in the user's name; list the pages' origins in --ws-allowed-origins, listen on 127.0.0.1, or pass --insecure to run it anyway",
+			c.HTTPAddr)
+	}
 	noTokens, noKeys := c.devMode()
 	if !noTokens && !noKeys || c.Insecure {
 		return nil
@@ -78,6 +83,9 @@ func (d *Daemon) logSecurity() {
 	default:
 		d.log.Warn("open development mode: allowed because every listener is on loopback",
 			"any_uid_accepted", noTokens, "backend_api_open", noKeys)
+	}
+	if d.cfg.WebSocket.DevMode && d.cfg.HTTPAddr != "off" {
+		d.log.Warn("WebSocket development mode: pages from any origin may open sessions at /v1/connect", "insecure", d.cfg.Insecure)
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/presence-dev/presence/auth"
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 	"github.com/presence-dev/presence/server"
+	"github.com/presence-dev/presence/wsbridge"
 )
 
 const testKey = "backend-key-0123456789"
@@ -158,6 +159,58 @@ func TestSafeDefaults(t *testing.T) {
 		if got := isLoopback(addr); got != want {
 			t.Errorf("isLoopback(%q) = %v; want %v", addr, got, want)
 		}
+	}
+}
+
+// TestWebSocketDevModeNeedsLoopback proves WebSockets open to every
+// origin are refused on a non-loopback HTTP listener, with a message
+// naming the flags, even with tokens and keys, unless Insecure is set; on
+// loopback (or with HTTP off) they are allowed. Nothing listens beyond
+// loopback: the check runs before any listener opens.
+func TestWebSocketDevModeNeedsLoopback(t *testing.T) {
+	v, err := auth.NewJWTVerifier(auth.JWTConfig{HMACSecret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auth.NewAPIKeys(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		httpAddr string
+		devMode  bool
+		insecure bool
+		refused  bool
+	}{
+		{"dev mode on a wildcard address", "0.0.0.0:8080", true, false, true},
+		{"dev mode on a LAN address", "10.0.0.1:8080", true, false, true},
+		{"dev mode on a wildcard address with insecure", "0.0.0.0:8080", true, true, false},
+		{"dev mode on loopback", "127.0.0.1:8080", true, false, false},
+		{"dev mode with HTTP off", "off", true, false, false},
+		{"origin checks on a wildcard address", "0.0.0.0:8080", false, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{
+				GRPCAddr: "127.0.0.1:9090", HTTPAddr: tt.httpAddr, Insecure: tt.insecure,
+				Server: server.Options{Tokens: v}, APIKeys: keys,
+				WebSocket: wsbridge.Options{DevMode: tt.devMode},
+			}
+			err := cfg.checkSecurity()
+			switch {
+			case tt.refused && (err == nil || !strings.Contains(err.Error(), "--ws-dev-mode") || !strings.Contains(err.Error(), "--ws-allowed-origins")):
+				t.Errorf("checkSecurity() = %v; want a refusal naming --ws-dev-mode and --ws-allowed-origins", err)
+			case !tt.refused && err != nil:
+				t.Errorf("checkSecurity() = %v; want nil", err)
+			}
+		})
+	}
+	cfg := Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "0.0.0.0:0", Server: server.Options{Tokens: v}, APIKeys: keys,
+		WebSocket: wsbridge.Options{DevMode: true}, Logger: slog.New(slog.DiscardHandler)}
+	if d, err := Start(cfg); err == nil {
+		d.Shutdown(context.Background())
+		t.Fatal("Start with WebSocket dev mode on 0.0.0.0 succeeded; want a refusal")
 	}
 }
 

@@ -1,6 +1,7 @@
 // Command presenced runs the presence service: a gRPC listener for clients'
 // Connect streams and the backend API, and an HTTP listener for the REST
-// facade, /healthz and /openapi.json.
+// facade, /healthz, /openapi.json, browser sessions over WebSocket at
+// /v1/connect and the debug console at /.
 //
 // Every flag can also be set with an environment variable: PRESENCE_ and
 // the flag name in upper case with - as _ (for example
@@ -39,6 +40,7 @@ func run(args []string, stderr io.Writer) error {
 	var cfg daemon.Config
 	logFormat := bindFlags(fs, &cfg)
 	sec := bindSecurityFlags(fs, &cfg)
+	web := bindWebFlags(fs, &cfg)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: presenced [flags]\n\nRuns the presence service. Every flag also reads PRESENCE_<NAME> from the environment.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -55,6 +57,7 @@ func run(args []string, stderr io.Writer) error {
 	if err := sec.apply(&cfg); err != nil {
 		return err
 	}
+	web.apply(&cfg)
 
 	var h slog.Handler
 	switch *logFormat {
@@ -87,7 +90,7 @@ func run(args []string, stderr io.Writer) error {
 func bindFlags(fs *flag.FlagSet, cfg *daemon.Config) (logFormat *string) {
 	o := &cfg.Server
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", daemon.DefaultGRPCAddr, "gRPC listen address (Connect, backend API, health, reflection)")
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", daemon.DefaultHTTPAddr, `HTTP listen address (REST facade, /healthz, /openapi.json); "off" disables it`)
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", daemon.DefaultHTTPAddr, `HTTP listen address (REST facade, /healthz, /openapi.json, WebSockets at /v1/connect, the console at /); "off" disables it`)
 	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", server.DefaultHeartbeatInterval, "Ping interval announced to clients; at most a third of --heartbeat-timeout")
 	fs.DurationVar(&o.HeartbeatTimeout, "heartbeat-timeout", server.DefaultHeartbeatTimeout, "end a session silent for this long (Goodbye HEARTBEAT_TIMEOUT)")
 	fs.DurationVar(&o.ReapInterval, "reap-interval", server.DefaultReapInterval, "how often the reaper looks for silent sessions")

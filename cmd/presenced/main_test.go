@@ -49,3 +49,38 @@ func TestBadFlagsRefuseToStart(t *testing.T) {
 		t.Fatal("run with a positional argument succeeded")
 	}
 }
+
+// TestWebSocketFlags proves the WebSocket flags and their PRESENCE_*
+// variables reach the daemon's config, the origin list split and trimmed.
+func TestWebSocketFlags(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var cfg daemon.Config
+	web := bindWebFlags(fs, &cfg)
+	if err := fs.Parse([]string{"--ws-allowed-origins= app.example.com, *.example.org ,", "--ws-read-limit=1024", "--no-web-console"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"PRESENCE_WS_DEV_MODE": "true", "PRESENCE_WS_WRITE_TIMEOUT": "3s", "PRESENCE_WS_READ_LIMIT": "9"}
+	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	web.apply(&cfg)
+	w := cfg.WebSocket
+	if got := strings.Join(w.AllowedOrigins, "|"); got != "app.example.com|*.example.org" {
+		t.Errorf("AllowedOrigins = %q; want app.example.com, *.example.org", w.AllowedOrigins)
+	}
+	if !w.DevMode || w.ReadLimit != 1024 || w.WriteTimeout != 3*time.Second || !cfg.NoWebConsole {
+		t.Errorf("config = dev mode %v, read limit %d, write timeout %v, no console %v; want true, 1024, 3s, true",
+			w.DevMode, w.ReadLimit, w.WriteTimeout, cfg.NoWebConsole)
+	}
+}
+
+// TestWebSocketDevModeRefusedBeyondLoopback proves presenced will not
+// start with WebSockets open to every origin on a non-loopback HTTP
+// listener (the check runs before anything listens).
+func TestWebSocketDevModeRefusedBeyondLoopback(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run([]string{"--ws-dev-mode", "--grpc-addr=127.0.0.1:0", "--http-addr=0.0.0.0:0"}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--ws-dev-mode") {
+		t.Fatalf("run = %v; want a refusal naming --ws-dev-mode", err)
+	}
+}

@@ -7,12 +7,16 @@
 # Needs: node, `npm ci` done in web/test, chromium at $CHROMIUM
 # (apt-get install chromium), curl, go.
 #
-# The server is one variable: SERVER_CMD (a command line serving the page
-# at /, the bridge at /v1/connect, the REST API under /v1/ and /healthz on
-# $BASE_URL; it must stop gracefully on SIGTERM; a short heartbeat, such
-# as --heartbeat-interval 500ms --heartbeat-timeout 1500ms, keeps the
-# freeze step short). By default the test builds and runs
-# web/test/devserver on $PORT.
+# The server is the real presenced: $PRESENCED if set, else built from
+# ./cmd/presenced, on 127.0.0.1:$PORT (HTTP) and 127.0.0.1:$GRPC_PORT
+# (gRPC) with short heartbeats (the freeze step waits for the page to
+# notice a silent server) and short shutdown hints. SERVER_CMD overrides
+# the whole command line: anything serving the page at /, the bridge at
+# /v1/connect, the REST API under /v1/ and /healthz on $BASE_URL, and
+# stopping gracefully on SIGTERM.
+#
+# Bounded: node is killed after 75 s, each server start waits at most 15 s
+# and each stop 10 s (presenced's own --shutdown-timeout is 5 s here).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -21,7 +25,6 @@ start_ms=$(date +%s%3N)
 elapsed() { local ms=$(($(date +%s%3N) - start_ms)); printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100)); }
 
 PORT=${PORT:-18480}
-BACKEND_PORT=${BACKEND_PORT:-18481}
 GRPC_PORT=${GRPC_PORT:-18490}
 export BASE_URL=${BASE_URL:-http://127.0.0.1:$PORT}
 export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
@@ -70,8 +73,13 @@ fi
 grep -E '^# (pass|fail) ' "$ARTIFACTS/unit.txt" | tr '\n' ' '; echo
 
 if [ -z "${SERVER_CMD:-}" ]; then
-	(cd "$root" && go build -o "$STATE_DIR/devserver" ./web/test/devserver) || fail "building the devserver"
-	SERVER_CMD="$STATE_DIR/devserver --http-addr 127.0.0.1:$PORT --backend-http-addr 127.0.0.1:$BACKEND_PORT --grpc-addr 127.0.0.1:$GRPC_PORT --shutdown-reconnect-min 200ms --shutdown-reconnect-jitter 300ms --heartbeat-interval 500ms --heartbeat-timeout 1500ms"
+	presenced=${PRESENCED:-}
+	if [ -z "$presenced" ]; then
+		presenced="$STATE_DIR/presenced"
+		(cd "$root" && go build -o "$presenced" ./cmd/presenced) || fail "building presenced"
+	fi
+	[ -x "$presenced" ] || fail "no presenced binary at $presenced"
+	SERVER_CMD="$presenced --http-addr 127.0.0.1:$PORT --grpc-addr 127.0.0.1:$GRPC_PORT --heartbeat-interval 500ms --heartbeat-timeout 1500ms --reap-interval 500ms --shutdown-reconnect-min 200ms --shutdown-reconnect-jitter 300ms --shutdown-timeout 5s"
 fi
 export SERVER_CMD
 echo "server: $SERVER_CMD"

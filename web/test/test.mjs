@@ -6,9 +6,8 @@
 // (Goodbye SHUTDOWN with a hint), after it is killed (the connection just
 // drops) and after it is frozen (SIGSTOP: silent past heartbeat_timeout,
 // so the page must notice by itself), each time receiving the next curl
-// push; send to itself
-// through the page's own form (REST from the page); show the online
-// panel's answer; disconnect.
+// push; send to itself through the page's own form (REST from the
+// page); list itself in the online panel (GET /v1/online); disconnect.
 //
 // Env: BASE_URL, SERVER_CTL (server.sh), STATE_DIR (fresh profile dir),
 // ARTIFACTS (screenshots), CHROMIUM (default /usr/bin/chromium).
@@ -55,8 +54,8 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 const page = context.pages()[0] ?? await context.newPage();
 // Uncaught exceptions fail the test; console errors too, except the
-// network errors a server restart and the not-yet-existing /v1/online
-// cause on purpose (kept in console.txt).
+// network errors the server restarts cause on purpose (kept in
+// console.txt).
 const pageErrors = [];
 const consoleLines = [];
 const expectedNoise = /^(Failed to load resource|WebSocket connection to .* failed)/;
@@ -102,16 +101,16 @@ try {
   let id = await waitConnected('', 10000);
   await shot('02-connected');
 
-  // The online panel answers one way or the other.
-  await page.waitForFunction((uid) => {
-    const status = document.getElementById('online-status').textContent;
-    const listed = [...document.querySelectorAll('#online li')].some((li) => li.textContent === uid);
-    return status === 'presence queries not available' || listed;
-  }, UID, { timeout: 10000 });
+  // The online panel (polling GET /v1/online) lists this session's uid.
+  await page.waitForFunction((uid) => (
+    [...document.querySelectorAll('#online li')].some((li) => li.textContent === uid)
+  ), UID, { timeout: 10000 }).catch(async (e) => {
+    throw new Error(`the online panel does not list ${UID}; it says "${await page.locator('#online-status').textContent()}": ${e.message}`);
+  });
   step(`online panel: ${await page.locator('#online-status').textContent()}`);
 
   // Pings keep the session: wait past two heartbeat timeouts (1.5 s with
-  // run.sh's devserver) and the session must be the same.
+  // run.sh's presenced) and the session must be the same.
   await page.waitForTimeout(3500);
   if ((await state()) !== 'connected' || (await sessionId()) !== id) {
     throw new Error(`after 3.5 s the session is ${await state()} ${await sessionId()}; want ${id} still connected (are Pings sent?)`);
@@ -141,7 +140,7 @@ try {
   server('freeze');
   const frozenAt = Date.now();
   await waitLog('no frame from the server', 10000).catch((e) => {
-    throw new Error(`the page did not notice the frozen server within 10 s; the server's heartbeat timeout must be short (run.sh's devserver: 1.5 s): ${e.message}`);
+    throw new Error(`the page did not notice the frozen server within 10 s; the server's heartbeat timeout must be short (run.sh's presenced: 1.5 s): ${e.message}`);
   });
   const detected = Date.now() - frozenAt;
   await page.waitForTimeout(500); // the page's next attempt hangs on the frozen server
