@@ -20,12 +20,22 @@ go build -o "$bin/presencectl" ./cmd/presencectl 2>/dev/null || true
 go build -modfile=tools/go.mod -o "$bin/grpcurl" github.com/fullstorydev/grpcurl/cmd/grpcurl
 export PATH="$bin:$PATH"
 
+if curl -s -o /dev/null 127.0.0.1:8080/ 2>/dev/null; then
+	echo "walkthrough: something already listens on 127.0.0.1:8080; stop it first (the README's outputs must come from a fresh presenced)" >&2
+	exit 1
+fi
 "$bin/presenced" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 50); do
 	if curl -sf 127.0.0.1:8080/healthz >/dev/null 2>&1; then break; fi
 	sleep 0.1
 done
+if ! kill -0 "$pid" 2>/dev/null; then
+	# Another process answers on the README's ports: the outputs would be its.
+	echo "walkthrough: presenced exited (are 127.0.0.1:9090 or :8080 taken?):" >&2
+	cat "$log" >&2
+	exit 1
+fi
 if ! curl -sf 127.0.0.1:8080/healthz >/dev/null; then
 	echo "walkthrough: presenced did not start:" >&2
 	cat "$log" >&2

@@ -196,6 +196,9 @@ var volatile = []struct {
 
 func normalize(s string) string {
 	s = strings.ReplaceAll(s, "\r\n", "\n")
+	// protobuf's error prefix is "proto: " or "proto:\u00a0", chosen per
+	// binary on purpose.
+	s = strings.ReplaceAll(s, "\u00a0", " ")
 	for _, v := range volatile {
 		s = v.re.ReplaceAllString(s, v.repl)
 	}
