@@ -322,19 +322,22 @@ func TestAckedDelivery(t *testing.T) {
 	cc := ts.dial(t)
 	acker, idA := connect(t, cc, "dave")
 	silent, idS := connect(t, cc, "dave")
-	go func() {
+	stop := make(chan struct{})
+	var acking sync.WaitGroup
+	acking.Go(func() {
 		for {
 			select {
 			case f := <-acker.frames:
 				if p := f.GetPush(); p.GetAckRequired() {
 					acker.stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ack{Ack: &presencev1.Ack{PushId: p.GetId()}}})
 				}
-			case err := <-acker.err:
-				acker.err <- err // for the cleanup
+			case <-stop:
 				return
 			}
 		}
-	}()
+	})
+	defer acking.Wait()
+	defer close(stop)
 	start := time.Now()
 	resp, err := b.SendToUid(context.Background(), &presencev1.SendToUidRequest{Uid: "dave",
 		Payload: &presencev1.SendToUidRequest_Data{Data: textData("ack me")}, AckTimeout: durationpb.New(500 * time.Millisecond)})
