@@ -43,6 +43,9 @@ type Config struct {
 	// a gRPC status a retry cannot fix (for example
 	// status.Error(codes.Unauthenticated, ...)): that stops the client.
 	TokenFunc func(ctx context.Context) (string, error)
+	// (With TokenFunc, a session whose token has an exp claim refreshes it
+	// on the open stream, asking TokenFunc again when 80% of the token's
+	// remaining lifetime has passed, so the session outlives its token.)
 
 	// OnPush receives every push, in order, on the session's reader
 	// goroutine. It must not block for long (see the package doc) and must

@@ -88,6 +88,9 @@
 // # Tokens
 //
 // The client asks TokenFunc for a token on every attempt, so after Goodbye
-// TOKEN_EXPIRED it reconnects with a fresh one. Refreshing on an open
-// stream (the RefreshToken frame) is not done yet.
+// TOKEN_EXPIRED it reconnects with a fresh one. On an open session it also
+// refreshes before expiry: when 80% of the token's remaining lifetime (its
+// exp claim, read without verifying) has passed it asks TokenFunc again and
+// sends the new token in a RefreshToken frame, so a session outlives its
+// tokens. A static Config.Token is never refreshed.
 package client

@@ -2,9 +2,13 @@ package client
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,7 +58,8 @@ type session struct {
 	pos        *presencev1.ResumeFrom
 	identified *presencev1.Identified
 
-	acks chan string // push ids to acknowledge, sent by the writer
+	acks    chan string // push ids to acknowledge, sent by the writer
+	refresh chan string // new tokens to send, from refreshLoop to the writer
 }
 
 // connectOnce makes one connection attempt and, when it succeeds, runs the
@@ -96,7 +101,7 @@ func (c *Client) connectOnce(ctx context.Context) (res sessionResult) {
 		return failed(err)
 	}
 	s := &session{stream: stream, ctx: ctx, cancel: cancel, onPush: c.cfg.OnPush, startedAt: time.Now(),
-		pos: c.pos, acks: make(chan string, 64)}
+		pos: c.pos, acks: make(chan string, 64), refresh: make(chan string)}
 	if err := s.identify(c.cfg.UID, token, c.cfg.Labels); err != nil {
 		return sessionResult{err: failed(err).err, goodbye: s.goodbye}
 	}
@@ -113,6 +118,11 @@ func (c *Client) connectOnce(ctx context.Context) (res sessionResult) {
 	var wg sync.WaitGroup
 	wg.Go(s.readLoop)
 	wg.Go(s.writeLoop)
+	if c.cfg.TokenFunc != nil {
+		if exp, ok := tokenExpiry(token); ok {
+			wg.Go(func() { s.refreshLoop(&c.cfg, exp) })
+		}
+	}
 	s.watch()
 	wg.Wait()
 	return sessionResult{
@@ -228,6 +238,8 @@ func (s *session) writeLoop() {
 			return
 		case id := <-s.acks:
 			req = &presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ack{Ack: &presencev1.Ack{PushId: id}}}
+		case tok := <-s.refresh:
+			req = &presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_RefreshToken{RefreshToken: &presencev1.RefreshToken{Token: tok}}}
 		case <-t.C:
 			seq++
 			req = &presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ping{Ping: &presencev1.Ping{Seq: seq}}}
@@ -271,6 +283,63 @@ func (s *session) watch() {
 		}
 		t.Reset(s.timeout - silent)
 	}
+}
+
+// refreshLoop asks TokenFunc for a new token when 80% of the current one's
+// remaining lifetime has passed and hands it to the writer, as long as the
+// new token expires later; it ends with the session. A TokenFunc error is
+// retried at the next 80% mark; if the token expires first, the server
+// ends the session (Goodbye TOKEN_EXPIRED) and the client reconnects with
+// a fresh token as usual.
+func (s *session) refreshLoop(cfg *Config, exp time.Time) {
+	for {
+		wait := time.Until(exp) * 4 / 5
+		if wait <= 0 {
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		tok, err := cfg.token(s.ctx)
+		if err != nil {
+			continue
+		}
+		next, ok := tokenExpiry(tok)
+		if !ok || !next.After(exp) {
+			continue // no later expiry: nothing gained
+		}
+		select {
+		case s.refresh <- tok:
+			exp = next
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// tokenExpiry reads a JWT's exp claim without verifying it (the server
+// verifies; the client only needs to know when to refresh).
+func tokenExpiry(tok string) (time.Time, bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp float64 `json:"exp"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.Exp <= 0 {
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(claims.Exp)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
 }
 
 // advance moves the resume position past a handled push. Replays of
