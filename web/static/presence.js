@@ -22,6 +22,12 @@
 //   - reconnects with exponential backoff and full jitter (500 ms doubling
 //     up to 30 s; the count resets after a session that lasted 10 s), or
 //     after Goodbye.reconnect_after when the server gave one;
+//   - resumes: it remembers the last push handled (after onPush returns)
+//     in each sequence and sends it in Identify.resume on every reconnect,
+//     so the server replays what was missed; the 'connected' detail has
+//     lost: true when the server's history could not cover the gap
+//     (resync from your backend);
+//   - acks a push that asks for it (push.ackRequired) once onPush returns;
 //   - never reconnects after Goodbye REPLACED (two tabs would replace each
 //     other forever), after KICKED only when Goodbye.reconnect says so, and
 //     not after an ending a retry cannot fix (a bad frame, a bad token).
@@ -158,6 +164,8 @@ export class PresenceClient {
     this._seq = 0;
     this._pingSentAt = new Map(); // seq -> performance.now(), last few
     this.rtt = undefined; // ms, from the last Pong
+    // The last push handled in each sequence, for Identify.resume.
+    this._pos = { uidEpoch: '', uidSeq: '0', broadcastEpoch: '', broadcastSeq: '0' };
   }
 
   get state() { return this._state; }
@@ -239,6 +247,7 @@ export class PresenceClient {
     ws.onopen = () => {
       const identify = { uid: this.uid, labels: this.labels };
       if (token) identify.token = token;
+      if (this._pos.uidEpoch || this._pos.broadcastEpoch) identify.resume = { ...this._pos };
       this._send({ identify });
     };
     ws.onmessage = (ev) => this._onMessage(ev);
@@ -269,7 +278,10 @@ export class PresenceClient {
     if (frame.identified) this._onIdentified(frame.identified);
     else if (frame.pong) this._onPong(frame.pong);
     else if (frame.push) {
-      try { this.onPush(frame.push); } catch (e) { console.error('presence onPush:', e); }
+      const p = frame.push;
+      try { this.onPush(p); } catch (e) { console.error('presence onPush:', e); }
+      this._advance(p);
+      if (p.ackRequired) this._send({ ack: { pushId: p.id } });
     } else if (frame.goodbye) this._goodbye = frame.goodbye;
     // Anything else is a newer frame: ignored.
   }
@@ -281,8 +293,27 @@ export class PresenceClient {
   // scheduled when the Pong arrives, and the silence watchdog is re-armed
   // by every frame; the timer chain alone carries on only while the
   // server does not answer.
+  // _advance moves the resume position past a handled push; a replayed
+  // stored push may be older than the position, which never goes back.
+  _advance(p) {
+    const seq = p.seq ?? '0';
+    const [e, s] = p.scope === 'PUSH_SCOPE_BROADCAST' ? ['broadcastEpoch', 'broadcastSeq'] : ['uidEpoch', 'uidSeq'];
+    if (p.epoch !== this._pos[e] || BigInt(seq) > BigInt(this._pos[s])) {
+      this._pos[e] = p.epoch ?? '';
+      this._pos[s] = seq;
+    }
+  }
+
   _onIdentified(id) {
     this._clearTimer('connect');
+    // Where nothing was resumed (a first connect, or history lost), carry
+    // on from where the server is now.
+    const RESUMED = 'RESUME_RESULT_RESUMED';
+    if (id.uidResume !== RESUMED) Object.assign(this._pos, { uidEpoch: id.uidEpoch ?? '', uidSeq: id.uidSeq ?? '0' });
+    if (id.broadcastResume !== RESUMED) {
+      Object.assign(this._pos, { broadcastEpoch: id.broadcastEpoch ?? '', broadcastSeq: id.broadcastSeq ?? '0' });
+    }
+    const lost = id.uidResume === 'RESUME_RESULT_LOST' || id.broadcastResume === 'RESUME_RESULT_LOST';
     this._session = id;
     this._connectedAt = Date.now();
     this._interval = parseDuration(id.heartbeatInterval) ?? 10000;
@@ -292,6 +323,7 @@ export class PresenceClient {
     this._schedulePing(this._interval);
     this._setState('connected', {
       sessionId: id.sessionId, uid: id.uid, heartbeatInterval: this._interval, heartbeatTimeout: this._timeout,
+      lost, replayed: id.replayed ?? 0,
     });
   }
 

@@ -233,3 +233,31 @@ test('the next Ping is scheduled from the Pong, one interval after the last Ping
   await sleep(160);
   assert.equal(pings(), 2, 'one interval after the first');
 });
+
+test('resumes from the last push handled, acks pushes that ask, reports lost', async (t) => {
+  const { c, states, pushes, last } = newClient();
+  t.after(() => c.close());
+  c.connect();
+  await sleep(5);
+  let ws = last();
+  ws.open();
+  assert.equal(ws.sent[0].identify.resume, undefined, 'a first connect has nothing to resume');
+  ws.frame({ identified: { sessionId: 'S1', uid: 'alice', heartbeatInterval: '1s', heartbeatTimeout: '3s', uidEpoch: 'UE', broadcastEpoch: 'BE', broadcastSeq: '7' } });
+  ws.frame({ push: { id: 'P1', scope: 'PUSH_SCOPE_UID', seq: '1', epoch: 'UE', ackRequired: true, data: 1 } });
+  ws.frame({ push: { id: 'P2', scope: 'PUSH_SCOPE_BROADCAST', seq: '8', epoch: 'BE', data: 2 } });
+  assert.deepEqual(ws.sent.filter((f) => f.ack), [{ ack: { pushId: 'P1' } }], 'acks only the push that asked');
+  assert.equal(pushes.length, 2);
+  ws.serverClose(1006);
+  await sleep(80);
+  ws = last();
+  ws.open();
+  assert.deepEqual(ws.sent[0].identify.resume, { uidEpoch: 'UE', uidSeq: '1', broadcastEpoch: 'BE', broadcastSeq: '8' });
+  ws.frame({ identified: { sessionId: 'S2', uid: 'alice', heartbeatInterval: '1s', heartbeatTimeout: '3s', uidEpoch: 'UE2', uidSeq: '4', uidResume: 'RESUME_RESULT_LOST', broadcastEpoch: 'BE', broadcastSeq: '8', broadcastResume: 'RESUME_RESULT_RESUMED' } });
+  const [state, detail] = states.at(-1);
+  assert.equal(state, 'connected');
+  assert.equal(detail.lost, true);
+  ws.serverClose(1006);
+  await sleep(80);
+  last().open();
+  assert.deepEqual(last().sent[0].identify.resume, { uidEpoch: 'UE2', uidSeq: '4', broadcastEpoch: 'BE', broadcastSeq: '8' }, 'after LOST it carries on from Identified');
+});
