@@ -58,6 +58,12 @@ type Config struct {
 	// TLSCertFile and TLSKeyFile, when set, serve TLS on every listener.
 	TLSCertFile string
 	TLSKeyFile  string
+	// BackendClientCAFile, when set, makes the backend listeners
+	// (BackendGRPCAddr, and BackendHTTPAddr) require a client certificate
+	// signed by one of the CA certificates in this PEM file: mutual TLS.
+	// Needs TLS and a separate backend listener for each API the backend
+	// uses; the client listeners are unchanged.
+	BackendClientCAFile string
 
 	// Server configures sessions, queues and the reaper.
 	Server server.Options
@@ -218,6 +224,10 @@ func Start(cfg Config) (d *Daemon, err error) {
 		return nil, fmt.Errorf("WebSocket options: %w", err)
 	}
 
+	backendTLS, err := cfg.backendTLS(tlsCfg)
+	if err != nil {
+		return nil, err
+	}
 	split := cfg.BackendGRPCAddr != ""
 	if d.public, err = d.listenGRPC("gRPC", cfg.GRPCAddr, tlsCfg, !split); err != nil {
 		return nil, err
@@ -225,7 +235,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 	presencev1.RegisterPresenceServiceServer(d.public.gs, srv)
 	backendGRPC := d.public
 	if split {
-		if d.backend, err = d.listenGRPC("backend gRPC", cfg.BackendGRPCAddr, tlsCfg, true); err != nil {
+		if d.backend, err = d.listenGRPC("backend gRPC", cfg.BackendGRPCAddr, backendTLS, true); err != nil {
 			return nil, err
 		}
 		backendGRPC = d.backend
@@ -257,7 +267,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := d.listenHTTP("backend HTTP", cfg.BackendHTTPAddr, h, tlsCfg); err != nil {
+		if err := d.listenHTTP("backend HTTP", cfg.BackendHTTPAddr, h, backendTLS); err != nil {
 			return nil, err
 		}
 	}

@@ -3,9 +3,11 @@ package daemon
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -108,15 +110,68 @@ func (c Config) serverTLS() (*tls.Config, error) {
 	}, nil
 }
 
+// backendTLS is the TLS configuration of the backend listeners: the
+// server's, plus, with BackendClientCAFile, a required client certificate
+// that chains to one of its CAs. The daemon's own certificate is accepted
+// too: the REST gateway presents it when it dials the backend gRPC
+// listener.
+func (c Config) backendTLS(server *tls.Config) (*tls.Config, error) {
+	if c.BackendClientCAFile == "" {
+		return server, nil
+	}
+	switch {
+	case server == nil:
+		return nil, errors.New("--backend-client-ca needs TLS: set --tls-cert and --tls-key")
+	case c.BackendGRPCAddr == "":
+		return nil, errors.New("--backend-client-ca applies to the backend listeners: set --backend-grpc-addr (the client listener keeps plain TLS)")
+	case c.BackendHTTPAddr == "" && c.HTTPAddr != "off":
+		return nil, errors.New("--backend-client-ca: the REST facade would stay on --http-addr without client certificates; set --backend-http-addr (or --http-addr off)")
+	}
+	pemBytes, err := os.ReadFile(c.BackendClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--backend-client-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("--backend-client-ca %s: no PEM certificate in it", c.BackendClientCAFile)
+	}
+	own := server.Certificates[0].Certificate[0]
+	b := server.Clone()
+	b.ClientAuth = tls.RequireAnyClientCert
+	b.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if bytes.Equal(raw[0], own) {
+			return nil // the daemon's own gateway
+		}
+		certs := make([]*x509.Certificate, len(raw))
+		for i, r := range raw {
+			if certs[i], err = x509.ParseCertificate(r); err != nil {
+				return fmt.Errorf("client certificate: %w", err)
+			}
+		}
+		inter := x509.NewCertPool()
+		for _, ic := range certs[1:] {
+			inter.AddCert(ic)
+		}
+		_, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if err != nil {
+			return fmt.Errorf("client certificate not signed by --backend-client-ca: %w", err)
+		}
+		return nil
+	}
+	return b, nil
+}
+
 // gatewayDialCreds are the credentials the REST gateway dials its own gRPC
 // listener with: plaintext, or TLS pinned to the daemon's own certificate
-// (the listener may be on a wildcard address no certificate names).
+// (the listener may be on a wildcard address no certificate names), which
+// it also presents as its client certificate for mutual TLS.
 func (c Config) gatewayDialCreds(server *tls.Config) grpc.DialOption {
 	if server == nil {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
 	}
 	own := server.Certificates[0].Certificate[0]
 	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		Certificates:       server.Certificates,
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, // replaced by the pin below
 		VerifyConnection: func(cs tls.ConnectionState) error {

@@ -36,6 +36,7 @@ func bindSecurityFlags(fs *flag.FlagSet, cfg *daemon.Config) *securityFlags {
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "allow non-loopback listeners without client tokens or API keys (logged loudly)")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate: serve TLS on every listener")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for --tls-cert")
+	fs.StringVar(&cfg.BackendClientCAFile, "backend-client-ca", "", "PEM CA certificates: the backend listeners (--backend-grpc-addr, --backend-http-addr) then require client certificates they signed (mutual TLS)")
 	fs.StringVar(&cfg.BackendGRPCAddr, "backend-grpc-addr", "", "serve the backend API on this gRPC listener only (an internal network)")
 	fs.StringVar(&cfg.BackendHTTPAddr, "backend-http-addr", "", "serve REST, /metrics and /openapi.json on this HTTP listener only")
 	fs.IntVar(&o.MaxSessionsPerUid, "max-sessions-per-uid", server.DefaultMaxSessionsPerUid, "live sessions one uid may hold")
