@@ -21,9 +21,9 @@ type globalFlag struct {
 
 var globalFlags = []globalFlag{
 	{"addr", "PRESENCE_ADDR", "127.0.0.1:9090", "the presence server's gRPC `address`"},
-	{"api-key", "PRESENCE_API_KEY", "", "backend API `key`, sent as \"authorization: Bearer KEY\" on send and broadcast"},
+	{"api-key", "PRESENCE_API_KEY", "", "backend API `key`, sent as \"authorization: Bearer KEY\" on backend calls (every command but watch and token)"},
 	{"token", "PRESENCE_TOKEN", "", "client `token` (JWT) that watch sends in Identify"},
-	{"timeout", "PRESENCE_TIMEOUT", "10s", "bound each backend call (send, broadcast) by this `duration`"},
+	{"timeout", "PRESENCE_TIMEOUT", "10s", "bound each backend call by this `duration`"},
 }
 
 // bindGlobals defines the global flags on fs. Values are read back as

@@ -1,12 +1,17 @@
 // Command presencectl talks to a presence server from a terminal or a
-// script: it watches a uid's pushes as JSON lines, and pushes to a uid or
-// to everyone.
+// script: it watches a uid's pushes as JSON lines, pushes to a uid or to
+// everyone, asks who is online, kicks sessions, and mints development
+// tokens.
 //
 //	presencectl [global flags] <command> [flags]
 //
 //	watch      --uid U [--label k=v]...   connect as U and print pushes and state changes (JSON lines)
 //	send       --uid U (--data JSON | --text TEXT)   push to every session of U
 //	broadcast  (--data JSON | --text TEXT)            push to every session
+//	presence   --uid U [--uid U2 ...]                 is U online: sessions, or last seen
+//	online     [--page-size N] [--page-token T] [--counts]   list or count online uids
+//	kick       --uid U [--session S] [--reason R] [--reconnect]   end U's sessions
+//	token      --uid U --secret-file F [--ttl 1h]     mint a development client token
 //	version                                           print the version
 //
 // Global flags, accepted before or after the command, each with an
@@ -23,7 +28,7 @@
 //	0  success (watch: stopped by SIGINT or SIGTERM)
 //	1  error talking to the server, or an error it returned
 //	2  usage error: unknown command or flag, missing or malformed value
-//	3  not found: send to a uid with no live session
+//	3  not found: send or kick to a uid with no live session
 //	4  authentication: Unauthenticated or PermissionDenied
 package main
 
@@ -59,11 +64,9 @@ type command struct {
 	setup func(fs *flag.FlagSet) func(ctx context.Context, e *env) error
 }
 
-// commands lists every subcommand, in help order. Planned next (issue 6):
-// presence (is a uid online, last seen), online (list online uids), kick
-// (end a uid's sessions), token (mint a client token for development).
-// Each goes in its own file with a command value added here; backend calls
-// use e.backend and e.callContext, as send does.
+// commands lists every subcommand, in help order. A new one goes in its own
+// file with a command value added here; backend calls use e.call, as send
+// does.
 var commands = []*command{watchCmd, sendCmd, broadcastCmd, presenceCmd, onlineCmd, kickCmd, tokenCmd, versionCmd}
 
 // env is what a command runs with.
@@ -179,6 +182,6 @@ Exit codes:
   0  success
   1  error talking to the server, or an error it returned
   2  usage error
-  3  not found (send: the uid has no live session)
+  3  not found (send, kick: the uid has no live session)
   4  authentication (Unauthenticated, PermissionDenied)
 `
