@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -138,20 +139,46 @@ func (v *JWTVerifier) Verify(token string) (Claims, error) {
 	return c, nil
 }
 
-// classify maps the jwt library's errors to ours, keeping its detail.
+// classify maps the jwt library's errors to ours, keeping its detail
+// where it adds any.
 func classify(err error) error {
+	var ours error
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return fmt.Errorf("%w: %v", ErrTokenExpired, err)
+		ours = ErrTokenExpired
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return fmt.Errorf("%w: %v", ErrTokenNotYetValid, err)
+		ours = ErrTokenNotYetValid
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
-		return fmt.Errorf("%w: %v", ErrTokenSignature, err)
+		ours = ErrTokenSignature
 	case errors.Is(err, jwt.ErrTokenInvalidAudience), errors.Is(err, jwt.ErrTokenInvalidIssuer), errors.Is(err, jwt.ErrTokenInvalidClaims):
-		return fmt.Errorf("%w: %v", ErrTokenClaims, err)
+		ours = ErrTokenClaims
 	default:
-		return fmt.Errorf("%w: %v", ErrTokenMalformed, err)
+		ours = ErrTokenMalformed
 	}
+	if d := jwtDetail(err); d != "" {
+		return fmt.Errorf("%w: %s", ours, d)
+	}
+	return ours
+}
+
+// jwtDetail is the innermost part of a jwt error ("token is malformed:
+// token contains an invalid number of segments" gives the latter), or ""
+// when that only restates the kind of error ("signature is invalid").
+func jwtDetail(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	for _, e := range []error{
+		jwt.ErrTokenMalformed, jwt.ErrTokenUnverifiable, jwt.ErrTokenSignatureInvalid, jwt.ErrTokenExpired,
+		jwt.ErrTokenUsedBeforeIssued, jwt.ErrTokenNotValidYet, jwt.ErrTokenInvalidClaims, jwt.ErrSignatureInvalid,
+		jwt.ErrECDSAVerification, jwt.ErrEd25519Verification, jwt.ErrTokenRequiredClaimMissing,
+	} {
+		if msg == e.Error() {
+			return ""
+		}
+	}
+	return msg
 }
 
 // MintHS256 signs a development token for uid with an HMAC secret: subject

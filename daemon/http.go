@@ -51,6 +51,7 @@ func (d *Daemon) httpHandler(ctx context.Context, public, backend bool) (http.Ha
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: restMarshaler()}),
 		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithErrorHandler(errorHandler),
 	)
 	if err := presencev1.RegisterBackendServiceHandlerClient(ctx, gw, presencev1.NewBackendServiceClient(d.gwConn)); err != nil {
 		return nil, fmt.Errorf("REST facade: %w", err)
@@ -115,4 +116,22 @@ func limitBody(h http.Handler, max int64) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, max)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// errorHandler is the gateway's error handler with a valid challenge: for
+// UNAUTHENTICATED the default puts the status message in WWW-Authenticate,
+// which is not a challenge; the message stays in the body.
+func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, challengeWriter{w}, r, err)
+}
+
+// challengeWriter rewrites WWW-Authenticate to a Bearer challenge as the
+// status line goes out.
+type challengeWriter struct{ http.ResponseWriter }
+
+func (c challengeWriter) WriteHeader(code int) {
+	if code == http.StatusUnauthorized {
+		c.Header().Set("WWW-Authenticate", `Bearer realm="presence backend API"`)
+	}
+	c.ResponseWriter.WriteHeader(code)
 }

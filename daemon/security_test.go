@@ -111,6 +111,15 @@ func TestBackendNeedsAPIKey(t *testing.T) {
 	if code := restPost(t, d.HTTPAddr(), "/v1/broadcast", "Bearer "+token, body); code != http.StatusUnauthorized {
 		t.Errorf("REST with a client token = %d; want 401", code)
 	}
+	// A 401 carries a valid Bearer challenge; the reason is in the body.
+	resp, err := http.Post("http://"+d.HTTPAddr()+"/v1/broadcast", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(got, "Bearer ") {
+		t.Errorf("WWW-Authenticate = %q; want a Bearer challenge", got)
+	}
 	if code := restPost(t, d.HTTPAddr(), "/v1/broadcast", "Bearer "+testKey, body); code != http.StatusOK {
 		t.Errorf("REST with the key = %d; want 200", code)
 	}
