@@ -1,6 +1,8 @@
 package server
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +100,33 @@ func TestReapSweep(t *testing.T) {
 	}
 	if e := asEndError(contextCause(stale)); e.Reason != ReasonHeartbeatTimeout {
 		t.Errorf("stale session cause = %v; want heartbeat_timeout", e)
+	}
+}
+
+// BenchmarkReapSweep measures one reaper sweep over n live sessions, none
+// of them silent (the common case): what the reaper costs every
+// ReapInterval. ns/session is the figure that must stay flat as n grows.
+func BenchmarkReapSweep(b *testing.B) {
+	for _, n := range []int{10_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			srv, err := New(quietOptions())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			now := time.Now()
+			for i := range n {
+				s := &session{srv: srv, id: newID(), uid: "u" + strconv.Itoa(i), connectedAt: now}
+				s.touch(now)
+				srv.reg.add(s, DefaultMaxSessionsPerUid, ReplaceOldest, nil)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if ended := srv.reap(now); ended != 0 {
+					b.Fatalf("reap ended %d sessions; want 0", ended)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/session")
+		})
 	}
 }
