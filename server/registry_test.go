@@ -32,6 +32,42 @@ func newBenchRegistry(n int) (*registry, []*session) {
 	return r, ss
 }
 
+// TestRegistryCounts proves the kept per-shard counts match a walk of the
+// registry through adds, replacements, refusals and removals.
+func TestRegistryCounts(t *testing.T) {
+	r := newRegistry(newPresence(-1, 10))
+	defer r.events.stop()
+	walk := func() (uids, sessions int) {
+		r.each(func(*session) { sessions++ })
+		return len(r.uidsAfter(nil, "")), sessions
+	}
+	var live []*session
+	for i := range 200 {
+		s := &session{id: newID(), uid: "u" + strconv.Itoa(i%7), connectedAt: time.Now()}
+		policy := ReplaceOldest
+		if i%3 == 0 {
+			policy = RefuseNewest
+		}
+		if _, refused := r.add(s, 4, policy, nil); !refused {
+			live = append(live, s)
+		}
+		if i%5 == 0 && len(live) > 0 { // some go, including ones already replaced
+			r.remove(live[0])
+			live = live[1:]
+		}
+		gu, gs := r.counts()
+		if wu, ws := walk(); gu != wu || gs != ws {
+			t.Fatalf("after op %d: counts() = %d uids, %d sessions; a walk finds %d, %d", i, gu, gs, wu, ws)
+		}
+	}
+	for _, s := range live {
+		r.remove(s)
+	}
+	if u, n := r.counts(); u != 0 || n != 0 {
+		t.Fatalf("counts() after removing all = %d, %d; want 0, 0", u, n)
+	}
+}
+
 // BenchmarkRegistry measures the registry operations on the session path
 // (register and unregister a session), on the unicast path (find a uid's
 // sessions under its shard lock), and the whole-registry passes (counts
