@@ -32,6 +32,7 @@ func (srv *Server) Serve(conn Conn) error {
 		return status.Error(codes.Unavailable, "the server is shutting down; reconnect in a few seconds")
 	}
 	defer srv.leave()
+	conn = srv.metrics.countFrames(conn)
 
 	ctx, cancel := context.WithCancelCause(conn.Context())
 	defer cancel(nil)
@@ -124,6 +125,7 @@ func (srv *Server) endStatus(s *session, cause *EndError) error {
 		msg = "stream refused"
 	}
 	srv.log.LogAttrs(context.Background(), slog.LevelInfo, msg, attrs...)
+	srv.metrics.streamEnded(s != nil, cause.Reason)
 	if srv.hooks.ended != nil {
 		srv.hooks.ended(s, cause)
 	}

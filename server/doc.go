@@ -32,6 +32,14 @@
 // frame is encoded once per codec and compressor, however many sessions it
 // goes to.
 //
+// # Metrics
+//
+// Each Server has its own Prometheus metrics (presence_*), registered on no
+// registry: Collector returns them for the caller's. Counting on the hot
+// paths is an atomic add on a counter resolved at New; the gauges
+// (sessions, online uids, watchers) are read at scrape time. See
+// metrics.go.
+//
 // Locks: registry shard locks are taken before session locks and never
 // around I/O. See registry.go.
 package server

@@ -143,6 +143,7 @@ func (srv *Server) pushToUid(tmpl *presencev1.Push, uid string, storeFor time.Du
 				}
 			}
 		}
+		srv.metrics.pushed(presencev1.PushScope_PUSH_SCOPE_UID, r.Delivered)
 	})
 	return r, err
 }
@@ -233,6 +234,7 @@ func (srv *Server) Broadcast(ctx context.Context, req *presencev1.BroadcastReque
 // replay instead (see join); shard locks are taken one at a time to copy
 // the sessions, never while queueing.
 func (srv *Server) broadcast(push *presencev1.Push) uint32 {
+	start := time.Now()
 	srv.bcastMu.Lock()
 	defer srv.bcastMu.Unlock()
 	targets := srv.reg.appendAll(srv.bcastTargets[:0])
@@ -248,6 +250,7 @@ func (srv *Server) broadcast(push *presencev1.Push) uint32 {
 	}
 	clear(targets)
 	srv.bcastTargets = targets[:0]
+	srv.metrics.broadcastDone(start, delivered)
 	return delivered
 }
 

@@ -55,7 +55,8 @@ type Server struct {
 	reaperDone chan struct{}
 	closeOnce  sync.Once
 
-	hooks testHooks // nil funcs in production
+	metrics *metrics
+	hooks   testHooks // nil funcs in production
 }
 
 // testHooks let tests observe the engine without sleeping.
@@ -90,6 +91,7 @@ func New(opts Options) (*Server, error) {
 	srv.hist = histLimits{size: opts.HistorySize, age: opts.HistoryAge, budget: &histBudget{max: opts.HistoryMaxBytes}}
 	srv.acks.init()
 	srv.idem = newIdempotency(opts.IdempotencyWindow, opts.IdempotencyMaxKeys)
+	srv.metrics = newMetrics(srv)
 	go srv.reapLoop(srv.stopReaper, srv.reaperDone)
 	return srv, nil
 }

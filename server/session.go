@@ -66,6 +66,7 @@ func (s *session) enqueue(f *Frame) bool {
 		s.closed = true
 		queued := s.queuedBytes // read under the lock; the writer changes it
 		s.mu.Unlock()
+		s.srv.metrics.sessionOverflows.Inc()
 		s.end(endf(ReasonSlowConsumer,
 			"the client read too slowly: %d frames (%d bytes) were waiting to be sent; read faster or subscribe to less, then reconnect", n, queued))
 		return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -24,6 +25,7 @@ type watcher struct {
 	max      int
 	cancel   context.CancelCauseFunc
 	wake     chan struct{} // one slot; signalled when events are queued
+	overflow prometheus.Counter
 
 	mu    sync.Mutex
 	queue []*presencev1.WatchPresenceResponse // guarded by mu
@@ -43,6 +45,7 @@ func (w *watcher) offer(ev *presencev1.WatchPresenceResponse) {
 	if len(w.queue) >= w.max {
 		n := len(w.queue)
 		w.mu.Unlock()
+		w.overflow.Inc()
 		w.cancel(endf(ReasonSlowConsumer, "the watcher fell behind: %d events were waiting to be sent; read faster or watch fewer uids, then watch again", n))
 		return
 	}
@@ -63,6 +66,13 @@ func (w *watcher) take() []*presencev1.WatchPresenceResponse {
 	return q
 }
 
+// watcherCount returns the number of open watchers.
+func (p *presence) watcherCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.watchers)
+}
+
 // endWatchers ends every watcher with cause.
 func (p *presence) endWatchers(cause *EndError) {
 	p.mu.Lock()
@@ -77,7 +87,8 @@ func (srv *Server) WatchPresence(req *presencev1.WatchPresenceRequest, stream pr
 	if n := len(req.GetUids()); n > MaxWatchUids {
 		return status.Errorf(codes.InvalidArgument, "%d uids; watch at most %d, or none for every uid", n, MaxWatchUids)
 	}
-	w := &watcher{sessions: req.GetIncludeSessions(), max: srv.opts.WatchQueue, wake: make(chan struct{}, 1)}
+	w := &watcher{sessions: req.GetIncludeSessions(), max: srv.opts.WatchQueue, wake: make(chan struct{}, 1),
+		overflow: srv.metrics.watcherOverflows}
 	if len(req.GetUids()) > 0 {
 		w.uids = make(map[string]bool, len(req.GetUids()))
 		for _, uid := range req.GetUids() {
