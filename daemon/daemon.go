@@ -1,7 +1,8 @@
 // Package daemon wires a presence server to its listeners: the gRPC
 // listener (both services, health, reflection, transport keepalive) and the
 // HTTP listener (the grpc-gateway REST facade, /healthz, /openapi.json,
-// the WebSocket bridge at /v1/connect and the debug console at /).
+// /metrics with the server's presence_* metrics and the Go runtime's, the
+// WebSocket bridge at /v1/connect and the debug console at /).
 // cmd/presenced is flags around it; tests and tools start it in-process.
 package daemon
 
@@ -214,6 +215,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 	d.metrics.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		srv.Collector(),
 	)
 	defer func() {
 		if err != nil {

@@ -339,3 +339,94 @@ func TestStartFailsCleanlyOnBusyPort(t *testing.T) {
 		}
 	}
 }
+
+// scrapeMetrics GETs /metrics over HTTP and returns each sample line's
+// value by its name and labels as written (`name{label="v"}`).
+func scrapeMetrics(t *testing.T, d *Daemon) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + d.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics = %d %.200q", resp.StatusCode, raw)
+	}
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		var v float64
+		if _, err := fmt.Sscan(line[i+1:], &v); err != nil {
+			t.Fatalf("/metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// waitMetrics scrapes /metrics until every wanted sample has its value,
+// failing with the differences after 5 s.
+func waitMetrics(t *testing.T, d *Daemon, want map[string]float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := scrapeMetrics(t, d)
+		var bad []string
+		for k, w := range want {
+			if v, ok := got[k]; !ok || v != w {
+				bad = append(bad, fmt.Sprintf("%s = %v (present %v); want %v", k, v, ok, w))
+			}
+		}
+		if len(bad) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics after 5s:\n%s", strings.Join(bad, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMetricsOverHTTP proves /metrics, scraped over real HTTP, follows a
+// session's life: it connects, receives a REST push, and hangs up.
+func TestMetricsOverHTTP(t *testing.T) {
+	d := start(t)
+	waitMetrics(t, d, map[string]float64{
+		`presence_sessions`: 0,
+		`presence_sessions_ended_total{reason="client_closed"}`: 0,
+		`presence_pushes_total{scope="uid"}`:                    0,
+	})
+	c := connect(t, dial(t, d), "alice")
+	waitMetrics(t, d, map[string]float64{
+		`presence_sessions`:                               1,
+		`presence_online_uids`:                            1,
+		`presence_frames_received_total{kind="identify"}`: 1,
+		`presence_frames_sent_total{kind="identified"}`:   1,
+	})
+	if code, body := post(t, d, "/v1/uids/alice/messages", `{"data": "hi"}`); code != http.StatusOK {
+		t.Fatalf("POST messages = %d %v", code, body)
+	}
+	if p := c.next(t).GetPush(); p.GetData().GetStringValue() != "hi" {
+		t.Fatalf("push = %v; want hi", p)
+	}
+	waitMetrics(t, d, map[string]float64{
+		`presence_pushes_total{scope="uid"}`:          1,
+		`presence_push_deliveries_total{scope="uid"}`: 1,
+		`presence_frames_sent_total{kind="push"}`:     1,
+	})
+	if err := c.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitMetrics(t, d, map[string]float64{
+		`presence_sessions`:    0,
+		`presence_online_uids`: 0,
+		`presence_sessions_ended_total{reason="client_closed"}`: 1,
+	})
+	if m := scrapeMetrics(t, d); m["go_goroutines"] == 0 {
+		t.Errorf("go_goroutines missing: the runtime collectors must stay beside presence_*")
+	}
+}
