@@ -92,7 +92,11 @@ type Config struct {
 	// Per-connection transport memory. Zero keeps grpc-go's defaults
 	// (32 KiB read buffer, 32 KiB write buffer, 64 KiB stream and
 	// connection windows growing with BDP estimation). Setting a window
-	// disables BDP estimation.
+	// disables BDP estimation; a window below 65,535 bytes (HTTP/2's
+	// initial window) is an error, since grpc-go would ignore it. grpc-go
+	// (1.85) pools both buffers between reads and writes, so an idle
+	// connection holds neither and their size does not change idle memory
+	// (BENCHMARKS.md, "Transport knobs").
 	ReadBufferSize        int
 	WriteBufferSize       int
 	InitialWindowSize     int32
@@ -122,6 +126,11 @@ const (
 	DefaultMaxBodyBytes    = 256 << 10
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultGracefulStop    = 3 * time.Second
+	// DefaultReadBufferSize and DefaultWriteBufferSize are grpc-go's own:
+	// smaller buffers saved no idle memory and cost throughput where one
+	// write carries many streams (BENCHMARKS.md).
+	DefaultReadBufferSize  = 32 << 10
+	DefaultWriteBufferSize = 32 << 10
 )
 
 func (c Config) withDefaults() Config {
@@ -198,6 +207,9 @@ type httpListener struct {
 func Start(cfg Config) (d *Daemon, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.checkSecurity(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkTransport(); err != nil {
 		return nil, err
 	}
 	tlsCfg, err := cfg.serverTLS()
@@ -363,6 +375,24 @@ func (c Config) grpcOptions() []grpc.ServerOption {
 		opts = append(opts, grpc.InitialConnWindowSize(c.InitialConnWindowSize))
 	}
 	return opts
+}
+
+// checkTransport reports transport settings grpc-go would silently ignore
+// or misread.
+func (c Config) checkTransport() error {
+	var errs []error
+	for _, w := range []struct {
+		name string
+		v    int32
+	}{{"initial window size", c.InitialWindowSize}, {"initial connection window size", c.InitialConnWindowSize}} {
+		if w.v != 0 && w.v < 65535 {
+			errs = append(errs, fmt.Errorf("%s %d is below HTTP/2's 65535 bytes, which grpc-go would use instead; give 0 (the default) or at least 65535", w.name, w.v))
+		}
+	}
+	if c.ReadBufferSize < 0 || c.WriteBufferSize < 0 {
+		errs = append(errs, errors.New("read and write buffer sizes must not be negative"))
+	}
+	return errors.Join(errs...)
 }
 
 // dialTarget turns a listener address into one the gateway can dial:

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -38,7 +39,7 @@ func run(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("presenced", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg daemon.Config
-	logFormat := bindFlags(fs, &cfg)
+	logFormat, logLevel := bindFlags(fs, &cfg)
 	sec := bindSecurityFlags(fs, &cfg)
 	web := bindWebFlags(fs, &cfg)
 	fs.Usage = func() {
@@ -59,12 +60,16 @@ func run(args []string, stderr io.Writer) error {
 	}
 	web.apply(&cfg)
 
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
 	var h slog.Handler
-	switch *logFormat {
+	switch ho := (&slog.HandlerOptions{Level: level}); *logFormat {
 	case "text":
-		h = slog.NewTextHandler(stderr, nil)
+		h = slog.NewTextHandler(stderr, ho)
 	case "json":
-		h = slog.NewJSONHandler(stderr, nil)
+		h = slog.NewJSONHandler(stderr, ho)
 	default:
 		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
 	}
@@ -87,7 +92,7 @@ func run(args []string, stderr io.Writer) error {
 }
 
 // bindFlags defines every flag on fs, writing into cfg.
-func bindFlags(fs *flag.FlagSet, cfg *daemon.Config) (logFormat *string) {
+func bindFlags(fs *flag.FlagSet, cfg *daemon.Config) (logFormat, logLevel *string) {
 	o := &cfg.Server
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", daemon.DefaultGRPCAddr, "gRPC listen address (Connect, backend API, health, reflection)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", daemon.DefaultHTTPAddr, `HTTP listen address (REST facade, /healthz, /openapi.json, WebSockets at /v1/connect, the console at /); "off" disables it`)
@@ -115,10 +120,34 @@ func bindFlags(fs *flag.FlagSet, cfg *daemon.Config) (logFormat *string) {
 	fs.DurationVar(&cfg.KeepalivePolicy.MinTime, "keepalive-min-time", server.DefaultKeepalivePolicy.MinTime, "transport: clients pinging more often get GOAWAY too_many_pings")
 	fs.BoolVar(&cfg.KeepalivePolicy.PermitWithoutStream, "keepalive-permit-without-stream", server.DefaultKeepalivePolicy.PermitWithoutStream, "transport: allow client pings on connections with no open stream")
 	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-recv-msg-bytes", daemon.DefaultMaxRecvMsgBytes, "largest gRPC message accepted (RESOURCE_EXHAUSTED past it)")
+	fs.IntVar(&cfg.ReadBufferSize, "read-buffer-size", daemon.DefaultReadBufferSize, "transport: bytes read from a connection per read syscall (a buffer pooled between reads)")
+	fs.IntVar(&cfg.WriteBufferSize, "write-buffer-size", daemon.DefaultWriteBufferSize, "transport: bytes of frames gathered per connection before a write syscall (a buffer pooled between writes)")
+	fs.Var(int32Flag{&cfg.InitialWindowSize}, "initial-window-size", "transport: HTTP/2 flow-control window per stream in `bytes`, at least 65535; 0: 64 KiB growing with BDP estimation (a set window turns estimation off)")
+	fs.Var(int32Flag{&cfg.InitialConnWindowSize}, "initial-conn-window-size", "transport: HTTP/2 flow-control window per connection in `bytes`, at least 65535; 0: as for --initial-window-size")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", daemon.DefaultMaxBodyBytes, "largest REST request body (HTTP 413 past it)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", daemon.DefaultShutdownTimeout, "bound on a graceful shutdown")
 	fs.DurationVar(&cfg.GracefulStopTimeout, "graceful-stop-timeout", daemon.DefaultGracefulStop, "after sessions end, how long other calls (health watches, unary calls) may take before they are cut")
-	return fs.String("log-format", "text", "log format: text or json")
+	return fs.String("log-format", "text", "log format: text or json"),
+		fs.String("log-level", "info", "least severe log level written: debug, info (one line per session start and end), warn or error")
+}
+
+// int32Flag is a flag.Value for an int32 field.
+type int32Flag struct{ p *int32 }
+
+func (f int32Flag) String() string {
+	if f.p == nil {
+		return "0"
+	}
+	return strconv.FormatInt(int64(*f.p), 10)
+}
+
+func (f int32Flag) Set(s string) error {
+	v, err := strconv.ParseInt(s, 0, 32)
+	if err != nil {
+		return errors.New("want a whole number of bytes below 2^31")
+	}
+	*f.p = int32(v)
+	return nil
 }
 
 // applyEnv sets every flag not given on the command line from

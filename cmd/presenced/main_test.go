@@ -84,3 +84,53 @@ func TestWebSocketDevModeRefusedBeyondLoopback(t *testing.T) {
 		t.Fatalf("run = %v; want a refusal naming --ws-dev-mode", err)
 	}
 }
+
+// TestTransportFlags proves the transport knobs reach daemon.Config from
+// flags and PRESENCE_* variables, and that their defaults are the measured
+// ones.
+func TestTransportFlags(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var cfg daemon.Config
+	_, level := bindFlags(fs, &cfg)
+	if err := fs.Parse([]string{"--initial-window-size=1048576", "--log-level=warn"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReadBufferSize != daemon.DefaultReadBufferSize || cfg.WriteBufferSize != daemon.DefaultWriteBufferSize {
+		t.Errorf("buffer defaults = %d, %d; want %d, %d", cfg.ReadBufferSize, cfg.WriteBufferSize, daemon.DefaultReadBufferSize, daemon.DefaultWriteBufferSize)
+	}
+	env := map[string]string{
+		"PRESENCE_READ_BUFFER_SIZE":         "8192",
+		"PRESENCE_WRITE_BUFFER_SIZE":        "4096",
+		"PRESENCE_INITIAL_CONN_WINDOW_SIZE": "2097152",
+		"PRESENCE_INITIAL_WINDOW_SIZE":      "65535", // the flag wins
+	}
+	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReadBufferSize != 8192 || cfg.WriteBufferSize != 4096 || cfg.InitialWindowSize != 1<<20 || cfg.InitialConnWindowSize != 2<<20 || *level != "warn" {
+		t.Errorf("config = read %d write %d window %d conn window %d level %q; want 8192 4096 1048576 2097152 warn",
+			cfg.ReadBufferSize, cfg.WriteBufferSize, cfg.InitialWindowSize, cfg.InitialConnWindowSize, *level)
+	}
+	if err := fs.Set("initial-window-size", "3000000000"); err == nil {
+		t.Error("--initial-window-size=3000000000 accepted; want an error (it does not fit HTTP/2's 31 bits)")
+	}
+}
+
+// TestBadTransportFlagsRefuseToStart proves a window grpc-go would ignore
+// and an unknown log level stop the daemon before it listens.
+func TestBadTransportFlagsRefuseToStart(t *testing.T) {
+	for _, tt := range []struct {
+		flag, want string
+	}{
+		{"--initial-window-size=4096", "below HTTP/2's 65535"},
+		{"--initial-conn-window-size=1", "below HTTP/2's 65535"},
+		{"--read-buffer-size=-1", "must not be negative"},
+		{"--log-level=loud", "--log-level"},
+	} {
+		var stderr bytes.Buffer
+		err := run([]string{tt.flag, "--grpc-addr=127.0.0.1:0", "--http-addr=off"}, &stderr)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("run(%s) = %v; want an error containing %q", tt.flag, err, tt.want)
+		}
+	}
+}
