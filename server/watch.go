@@ -24,8 +24,8 @@ type watcher struct {
 	sessions bool            // include session events
 	max      int
 	cancel   context.CancelCauseFunc
-	wake     chan struct{} // one slot; signalled when events are queued
-	overflow prometheus.Counter
+	wake     chan struct{}      // one slot; signalled when events are queued
+	overflow prometheus.Counter // presence_queue_overflows_total{queue="watcher"}
 
 	mu    sync.Mutex
 	queue []*presencev1.WatchPresenceResponse // guarded by mu

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Before/after runs in one session: presenced built from BEFORE (a git
+# revision) against presenced built from this checkout, plus the transport
+# buffer knobs of this checkout's presenced, with the scenarios of each
+# round interleaved so machine noise falls on both sides alike.
+#
+# Each run starts a fresh server pinned to one CPU (taskset -c $SERVER_CPU)
+# and the bench (this checkout's) pinned to another, as run.sh does, and
+# writes $OUT/<variant>-<scenario>-<round>.json and .txt;
+# $OUT/SUMMARY.md gets the medians per variant at the end.
+#
+# Only 127.0.0.0/8 is used (127.0.0.1:19090 gRPC, 127.0.0.1:19080 HTTP).
+#
+# Environment: BEFORE (required, e.g. main), RUNS=3, OUT=bench/results/compare,
+# SERVER_CPU=0, TOOL_CPU=1, QUIET_WAIT=10, ONLY="idle fanout fanout-mux".
+# About 8 minutes per round on a quiet machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+
+: "${BEFORE:?set BEFORE to the git revision to compare against, e.g. BEFORE=main}"
+RUNS=${RUNS:-3}
+OUT=${OUT:-bench/results/compare}
+SERVER_CPU=${SERVER_CPU:-0}
+TOOL_CPU=${TOOL_CPU:-1}
+QUIET_WAIT=${QUIET_WAIT:-10}
+ONLY=${ONLY:-"idle fanout fanout-mux"}
+GRPC=127.0.0.1:19090
+HTTP=127.0.0.1:19080
+
+BIN=$(mktemp -d)
+SRV=""
+cleanup() {
+	if [[ -n "$SRV" ]] && kill -0 "$SRV" 2>/dev/null; then
+		kill -TERM "$SRV" 2>/dev/null || true
+		wait "$SRV" 2>/dev/null || true
+	fi
+	rm -rf "$BIN"
+}
+trap cleanup EXIT
+
+before_rev=$(git rev-parse --short "$BEFORE")
+after_rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server daemon cmd/presenced || echo '+modified')"
+echo "== build: before $before_rev, after $after_rev"
+mkdir -p "$BIN/before"
+git archive "$before_rev" | tar -x -C "$BIN/before"
+(cd "$BIN/before" && go build -o "$BIN/presenced-before" ./cmd/presenced)
+go build -o "$BIN/presenced-after" ./cmd/presenced
+go build -o "$BIN/presencebench" ./cmd/presencebench
+mkdir -p "$OUT"
+ulimit -n 20000
+
+if curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1; then
+	echo "something already serves $HTTP; stop it first" >&2
+	exit 1
+fi
+{
+	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "before: $before_rev ($BEFORE)"
+	echo "after: $after_rev"
+	echo "nproc: $(nproc)"
+	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+	echo "go: $(go version)"
+	echo "kernel: $(uname -r)"
+	echo "server: taskset -c $SERVER_CPU presenced-{before,after} --grpc-addr $GRPC --http-addr $HTTP ..."
+	echo "tool:   taskset -c $TOOL_CPU presencebench ..."
+} >"$OUT/machine.txt"
+cat "$OUT/machine.txt"
+
+busy_cores() {
+	local a b
+	a=($(head -1 /proc/stat))
+	sleep 1
+	b=($(head -1 /proc/stat))
+	echo $(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
+}
+
+wait_quiet() {
+	local i
+	for ((i = 0; i < QUIET_WAIT; i++)); do
+		(($(busy_cores) <= 25)) && return 0
+	done
+	echo "   (machine still busy; running anyway: the report records it)"
+}
+
+start_server() {
+	local bin=$1
+	shift
+	taskset -c "$SERVER_CPU" "$bin" --grpc-addr "$GRPC" --http-addr "$HTTP" "$@" >"$BIN/presenced.log" 2>&1 &
+	SRV=$!
+	local i
+	for ((i = 0; i < 100; i++)); do
+		curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "presenced did not come up:" >&2
+	tail -20 "$BIN/presenced.log" >&2
+	exit 1
+}
+
+stop_server() {
+	kill -TERM "$SRV"
+	local i
+	for ((i = 0; i < 200; i++)); do
+		kill -0 "$SRV" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$SRV" 2>/dev/null || true
+	wait "$SRV" 2>/dev/null || true
+	SRV=""
+}
+
+# bench VARIANT SCENARIO ROUND -- BENCH_FLAGS
+bench() {
+	local variant=$1 scenario=$2 round=$3
+	shift 4
+	local bin="$BIN/presenced-after" srvflags=()
+	case $variant in
+	before) bin="$BIN/presenced-before" ;;
+	after) ;;
+	after-buf8k) srvflags=(--read-buffer-size 8192 --write-buffer-size 8192) ;;
+	after-buf4k) srvflags=(--read-buffer-size 4096 --write-buffer-size 4096) ;;
+	*) echo "unknown variant $variant" >&2; exit 1 ;;
+	esac
+	wait_quiet
+	local name="$variant-$scenario-$round"
+	echo "== $name: presenced ${srvflags[*]:-} / presencebench $*"
+	start_server "$bin" "${srvflags[@]}"
+	local rc=0
+	taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
+		--label "$variant#$round" --out "$OUT/$name.json" "$@" >"$OUT/$name.txt" || rc=$?
+	stop_server
+	grep -E '^(CHECK|[a-z].*(pass|FAIL)$)' "$OUT/$name.txt" || true
+	if ((rc != 0)); then
+		echo "   presencebench exited $rc (see $OUT/$name.txt)"
+	fi
+}
+
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
+IDLE=(--scenario idle --sessions 10000)
+FANOUT=(--scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16)
+for ((round = 1; round <= RUNS; round++)); do
+	if want idle; then
+		for v in before after after-buf8k after-buf4k; do
+			bench "$v" idle "$round" -- "${IDLE[@]}"
+		done
+	fi
+	if want fanout; then
+		for v in before after; do
+			bench "$v" fanout "$round" -- "${FANOUT[@]}"
+		done
+	fi
+	if want fanout-mux; then
+		for v in after after-buf4k; do
+			bench "$v" fanout-mux "$round" -- "${FANOUT[@]}" --streams-per-conn 100
+		done
+	fi
+done
+
+"$BIN/presencebench" --summarize "$OUT"/*-[0-9]*.json >"$OUT/SUMMARY.md"
+echo "== medians in $OUT/SUMMARY.md"
