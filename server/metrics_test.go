@@ -205,11 +205,12 @@ func TestHotPathCountingDoesNotAllocate(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := srv.metrics.countFrames(&fakeConn{ctx: ctx})
-	req := ping(1)
+	req, id := ping(1), identify("u")
 	f := pushFrame(&presencev1.Push{Id: "p"})
 	start := time.Now()
 	allocs := testing.AllocsPerRun(1000, func() {
-		srv.metrics.framesIn.inc(req.ProtoReflect())
+		srv.metrics.frameIn(req)
+		srv.metrics.frameIn(id)
 		c.Send(f)
 		srv.metrics.pushed(presencev1.PushScope_PUSH_SCOPE_UID, 3)
 		srv.metrics.broadcastDone(start, 10)
@@ -219,4 +220,42 @@ func TestHotPathCountingDoesNotAllocate(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("counting allocates %v times per round; want 0", allocs)
 	}
+}
+
+// BenchmarkFrameCounting measures what metrics add per frame: finding the
+// frame's kind and one atomic add, for a frame received and one sent.
+func BenchmarkFrameCounting(b *testing.B) {
+	srv, err := New(quietOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	req := ping(1)
+	f := pushFrame(&presencev1.Push{Id: "p"})
+	id := identify("u")
+	b.Run("received_ping", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			srv.metrics.frameIn(req)
+		}
+	})
+	b.Run("received_identify", func(b *testing.B) { // the reflective path
+		b.ReportAllocs()
+		for b.Loop() {
+			srv.metrics.frameIn(id)
+		}
+	})
+	b.Run("sent_push", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			srv.metrics.frameOut(f.Msg)
+		}
+	})
+	b.Run("broadcast_done", func(b *testing.B) {
+		b.ReportAllocs()
+		start := time.Now()
+		for b.Loop() {
+			srv.metrics.broadcastDone(start, 10_000)
+		}
+	})
 }
