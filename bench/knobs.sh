@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Knob experiments: settings presenced has no flags for yet, tried on
-# `presencebench --serve` (the same daemon.Start and defaults as presenced,
-# in a process of its own, pinned like presenced in run.sh). One run each;
-# writes bench/results/knobs-*.json and .txt.
+# Knob experiments, tried on `presencebench --serve` (the same daemon.Start
+# and defaults as presenced, in a process of its own, pinned like presenced
+# in run.sh), from before presenced had flags for them. One run each;
+# writes bench/results/knobs-*.json and .txt. presenced now has
+# --read-buffer-size, --write-buffer-size, --initial-window-size,
+# --initial-conn-window-size and --log-level; bench/compare.sh measures the
+# buffer flags on presenced itself, 3 rounds interleaved.
 #
 #   idle, one connection per session: grpc's default transport buffers
 #        against 4 KiB read and write buffers (daemon.Config ReadBufferSize,
