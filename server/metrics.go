@@ -39,6 +39,8 @@ type metrics struct {
 
 	vecs                              []prometheus.Collector
 	sessionsDesc, uidsDesc, watchDesc *prometheus.Desc
+	histBytesDesc, histMaxDesc        *prometheus.Desc
+	storedExpiredDesc                 *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*metrics)(nil)
@@ -64,7 +66,7 @@ func newMetrics(srv *Server) *metrics {
 
 	pushes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presence_pushes_total",
-		Help: "Pushes accepted, by scope: SendToUid calls that found the uid online, and Broadcast calls.",
+		Help: "Pushes queued live, by scope: one per uid of SendToUid/SendToUids that had a session (not pushes only stored), one per Broadcast.",
 	}, []string{"scope"})
 	deliveries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presence_push_deliveries_total",
@@ -106,6 +108,9 @@ func newMetrics(srv *Server) *metrics {
 	m.sessionsDesc = prometheus.NewDesc("presence_sessions", "Identified sessions now live.", nil, nil)
 	m.uidsDesc = prometheus.NewDesc("presence_online_uids", "Uids with at least one live session.", nil, nil)
 	m.watchDesc = prometheus.NewDesc("presence_watchers", "Open WatchPresence streams.", nil, nil)
+	m.histBytesDesc = prometheus.NewDesc("presence_history_bytes", "Memory held by every push history together (kept for resume, and stored pushes), as counted against --history-max-bytes.", nil, nil)
+	m.histMaxDesc = prometheus.NewDesc("presence_history_max_bytes", "The bound on presence_history_bytes (--history-max-bytes).", nil, nil)
+	m.storedExpiredDesc = prometheus.NewDesc("presence_stored_pushes_expired_total", "Stored pushes (store_for) dropped undelivered when their time ran out.", nil, nil)
 	return m
 }
 
@@ -121,10 +126,14 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.sessionsDesc
 	ch <- m.uidsDesc
 	ch <- m.watchDesc
+	ch <- m.histBytesDesc
+	ch <- m.histMaxDesc
+	ch <- m.storedExpiredDesc
 }
 
-// Collect implements prometheus.Collector. The gauges are read here, at
-// scrape time.
+// Collect implements prometheus.Collector. The gauges, and the counter the
+// server already keeps for expired stored pushes, are read here, at scrape
+// time.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range m.vecs {
 		c.Collect(ch)
@@ -133,6 +142,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.sessionsDesc, prometheus.GaugeValue, float64(sessions))
 	ch <- prometheus.MustNewConstMetric(m.uidsDesc, prometheus.GaugeValue, float64(uids))
 	ch <- prometheus.MustNewConstMetric(m.watchDesc, prometheus.GaugeValue, float64(m.srv.pres.watcherCount()))
+	b := m.srv.hist.budget
+	ch <- prometheus.MustNewConstMetric(m.histBytesDesc, prometheus.GaugeValue, float64(b.used.Load()))
+	ch <- prometheus.MustNewConstMetric(m.histMaxDesc, prometheus.GaugeValue, float64(b.max))
+	ch <- prometheus.MustNewConstMetric(m.storedExpiredDesc, prometheus.CounterValue, float64(m.srv.storedExpired.Load()))
 }
 
 // frameCounters counts frames by which field of their frame oneof is set.

@@ -122,7 +122,12 @@ func TestMetricsFollowSessions(t *testing.T) {
 		`presence_broadcast_fanout_seconds_count`:                       1,
 		`presence_sessions_ended_total{reason="kicked"}`:                0,
 		`presence_identify_failures_total{reason="protocol_violation"}`: 0,
+		`presence_history_max_bytes`:                                    DefaultHistoryMaxBytes,
+		`presence_stored_pushes_expired_total`:                          0,
 	})
+	if got := scrape(t, reg)["presence_history_bytes"]; got <= 0 {
+		t.Errorf("presence_history_bytes = %v after two kept pushes; want > 0", got)
+	}
 
 	// Endings: a kick, a client hang-up, and a stream that never identifies.
 	if _, err := b.Kick(context.Background(), &presencev1.KickRequest{Uid: "bob"}); err != nil {
