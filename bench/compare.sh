@@ -12,7 +12,8 @@
 # Only 127.0.0.0/8 is used (127.0.0.1:19090 gRPC, 127.0.0.1:19080 HTTP).
 #
 # Environment: BEFORE (required, e.g. main), RUNS=3, OUT=bench/results/compare,
-# SERVER_CPU=0, TOOL_CPU=1, QUIET_WAIT=10, ONLY="idle fanout fanout-mux".
+# SERVER_CPU=0, TOOL_CPU=1, QUIET_WAIT=10, ONLY="idle fanout fanout-mux",
+# IDLE_VARIANTS="before after after-buf8k after-buf4k".
 # About 8 minutes per round on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
 QUIET_WAIT=${QUIET_WAIT:-10}
 ONLY=${ONLY:-"idle fanout fanout-mux"}
+IDLE_VARIANTS=${IDLE_VARIANTS:-"before after after-buf8k after-buf4k"}
 GRPC=127.0.0.1:19090
 HTTP=127.0.0.1:19080
 
@@ -142,7 +144,7 @@ IDLE=(--scenario idle --sessions 10000)
 FANOUT=(--scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16)
 for ((round = 1; round <= RUNS; round++)); do
 	if want idle; then
-		for v in before after after-buf8k after-buf4k; do
+		for v in $IDLE_VARIANTS; do
 			bench "$v" idle "$round" -- "${IDLE[@]}"
 		done
 	fi
