@@ -52,12 +52,10 @@ func (p *presence) started(s *session, first bool) {
 			delete(p.pending, s.uid)
 		} else if !p.announce[s.uid] {
 			p.announce[s.uid] = true
-			p.emitLocked(&presencev1.WatchPresenceResponse{Type: presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE, Uid: s.uid}, s.connectedAt)
+			p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE, s.uid, "", nil, s.connectedAt)
 		}
 	}
-	p.emitLocked(&presencev1.WatchPresenceResponse{
-		Type: presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_STARTED, Uid: s.uid, SessionId: s.id, Labels: s.labels,
-	}, s.connectedAt)
+	p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_STARTED, s.uid, s.id, s.labels, s.connectedAt)
 }
 
 // ended records that s ended; last says its uid has no session left.
@@ -65,9 +63,7 @@ func (p *presence) started(s *session, first bool) {
 func (p *presence) ended(s *session, last bool, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.emitLocked(&presencev1.WatchPresenceResponse{
-		Type: presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_ENDED, Uid: s.uid, SessionId: s.id,
-	}, now)
+	p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_ENDED, s.uid, s.id, nil, now)
 	if !last {
 		return
 	}
@@ -92,15 +88,20 @@ func (p *presence) ended(s *session, last bool, now time.Time) {
 func (p *presence) offlineLocked(uid string, at time.Time) {
 	if p.announce[uid] {
 		delete(p.announce, uid)
-		p.emitLocked(&presencev1.WatchPresenceResponse{Type: presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_OFFLINE, Uid: uid}, at)
+		p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_OFFLINE, uid, "", nil, at)
 	}
 }
 
-// emitLocked numbers ev and offers it to every watcher that wants it.
-func (p *presence) emitLocked(ev *presencev1.WatchPresenceResponse, at time.Time) {
+// emitLocked numbers an event and offers it to every watcher that wants
+// it. With no watcher it only takes the number: nothing is built.
+func (p *presence) emitLocked(typ presencev1.PresenceEventType, uid, session string, labels map[string]string, at time.Time) {
 	p.seq++
-	ev.Seq = p.seq
-	ev.Time = timestamppb.New(at)
+	if len(p.watchers) == 0 {
+		return
+	}
+	ev := &presencev1.WatchPresenceResponse{
+		Seq: p.seq, Time: timestamppb.New(at), Type: typ, Uid: uid, SessionId: session, Labels: labels,
+	}
 	for w := range p.watchers {
 		w.offer(ev)
 	}
