@@ -21,11 +21,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/presence-dev/presence/auth"
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
@@ -331,7 +333,22 @@ func (d *Daemon) listenGRPC(name, addr string, tlsCfg *tls.Config, withKeys bool
 	}
 	if withKeys && d.cfg.APIKeys != nil {
 		unary, stream := d.cfg.APIKeys.Interceptors("/" + presencev1.BackendService_ServiceDesc.ServiceName + "/")
-		opts = append(opts, grpc.ChainUnaryInterceptor(unary), grpc.ChainStreamInterceptor(stream))
+		// Outside the key check: count what it refuses.
+		countUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			resp, err := h(ctx, req)
+			if status.Code(err) == codes.Unauthenticated {
+				d.srv.CountAPIKeyFailure()
+			}
+			return resp, err
+		}
+		countStream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			err := h(srv, ss)
+			if !info.IsClientStream && status.Code(err) == codes.Unauthenticated {
+				d.srv.CountAPIKeyFailure() // server streams are backend calls (WatchPresence); Connect counts its own
+			}
+			return err
+		}
+		opts = append(opts, grpc.ChainUnaryInterceptor(countUnary, unary), grpc.ChainStreamInterceptor(countStream, stream))
 	}
 	g := &grpcListener{lis: lis, gs: grpc.NewServer(opts...)}
 	healthpb.RegisterHealthServer(g.gs, d.health)

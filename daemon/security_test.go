@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -122,6 +123,17 @@ func TestBackendNeedsAPIKey(t *testing.T) {
 	}
 	if code := restPost(t, d.HTTPAddr(), "/v1/broadcast", "Bearer "+testKey, body); code != http.StatusOK {
 		t.Errorf("REST with the key = %d; want 200", code)
+	}
+	// Each refusal is counted: 3 over gRPC, 3 over REST (through the
+	// gateway, which calls gRPC).
+	mresp, err := http.Get("http://" + d.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if want := `presence_auth_failures_total{stage="api_key"} 6`; !strings.Contains(string(metrics), want) {
+		t.Errorf("/metrics lacks %q", want)
 	}
 }
 

@@ -36,6 +36,7 @@ type metrics struct {
 	identifyFailed [len(reasonNames)]prometheus.Counter // streams that never became a session, by Reason
 	authIdentify   prometheus.Counter                   // tokens refused at Identify
 	authRefresh    prometheus.Counter                   // tokens refused by RefreshToken
+	authAPIKey     prometheus.Counter                   // backend calls refused for their API key
 
 	vecs                              []prometheus.Collector
 	sessionsDesc, uidsDesc, watchDesc *prometheus.Desc
@@ -100,9 +101,10 @@ func newMetrics(srv *Server) *metrics {
 	}
 	auth := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "presence_auth_failures_total",
-		Help: "Client tokens refused (bad, expired, or for another uid), by stage: identify or refresh.",
+		Help: "Credentials refused, by stage: identify or refresh (client tokens: bad, expired, or for another uid), api_key (backend calls without a valid key).",
 	}, []string{"stage"})
 	m.authIdentify, m.authRefresh = auth.WithLabelValues("identify"), auth.WithLabelValues("refresh")
+	m.authAPIKey = auth.WithLabelValues("api_key")
 
 	m.vecs = []prometheus.Collector{framesIn, framesOut, pushes, deliveries, m.fanout, overflows, ended, failed, auth}
 	m.sessionsDesc = prometheus.NewDesc("presence_sessions", "Identified sessions now live.", nil, nil)
@@ -265,3 +267,8 @@ func (m *metrics) streamEnded(identified bool, r Reason) {
 		}
 	}
 }
+
+// CountAPIKeyFailure counts a backend call refused for its API key; the
+// daemon's interceptor calls it, since the key is checked before the
+// server sees the call.
+func (srv *Server) CountAPIKeyFailure() { srv.metrics.authAPIKey.Inc() }
