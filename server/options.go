@@ -113,6 +113,11 @@ type Options struct {
 	// are forgotten early. Default 100,000 (about 1 KiB each).
 	IdempotencyMaxKeys int
 
+	// Cluster, when set, makes this server one node of several (see
+	// Cluster; package cluster implements it over NATS). Default nil: a
+	// single node, and nothing of the cluster runs.
+	Cluster Cluster
+
 	// Logger receives session start and end records. Default
 	// slog.Default().
 	Logger *slog.Logger

@@ -19,6 +19,9 @@ import (
 // Nothing here blocks: watchers get events through bounded queues.
 type presence struct {
 	grace time.Duration
+	// external: a Cluster says when uids come and go (up, down), not the
+	// local sessions. Set before any session starts.
+	external bool
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -44,16 +47,8 @@ func newPresence(grace time.Duration, lastSeenMax int) *presence {
 func (p *presence) started(s *session, first bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if first {
-		p.lastSeen.remove(s.uid)
-		if t, ok := p.pending[s.uid]; ok {
-			// Back within the grace period: no OFFLINE, no ONLINE.
-			t.Stop()
-			delete(p.pending, s.uid)
-		} else if !p.announce[s.uid] {
-			p.announce[s.uid] = true
-			p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE, s.uid, "", nil, s.connectedAt)
-		}
+	if first && !p.external {
+		p.upLocked(s.uid, s.connectedAt)
 	}
 	p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_STARTED, s.uid, s.id, s.labels, s.connectedAt)
 }
@@ -64,15 +59,50 @@ func (p *presence) ended(s *session, last bool, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_ENDED, s.uid, s.id, nil, now)
-	if !last {
-		return
+	if last && !p.external {
+		p.downLocked(s.uid, now)
 	}
-	p.lastSeen.set(s.uid, now)
+}
+
+// up says uid has a session again (cluster mode).
+func (p *presence) up(uid string, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.upLocked(uid, at)
+}
+
+// down says uid has no session left (cluster mode).
+func (p *presence) down(uid string, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.downLocked(uid, at)
+}
+
+// upLocked: uid has its first session; ONLINE unless back within the
+// grace period.
+func (p *presence) upLocked(uid string, at time.Time) {
+	p.lastSeen.remove(uid)
+	if t, ok := p.pending[uid]; ok {
+		// Back within the grace period: no OFFLINE, no ONLINE.
+		t.Stop()
+		delete(p.pending, uid)
+	} else if !p.announce[uid] {
+		p.announce[uid] = true
+		p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE, uid, "", nil, at)
+	}
+}
+
+// downLocked: uid's last session ended at now; OFFLINE after the grace
+// period unless upLocked comes first.
+func (p *presence) downLocked(uid string, now time.Time) {
+	p.lastSeen.set(uid, now)
 	if p.grace <= 0 {
-		p.offlineLocked(s.uid, now)
+		p.offlineLocked(uid, now)
 		return
 	}
-	uid := s.uid
+	if t, ok := p.pending[uid]; ok {
+		t.Stop() // a second down without an up between (cluster mode)
+	}
 	var t *time.Timer
 	t = time.AfterFunc(p.grace, func() {
 		p.mu.Lock()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -66,6 +67,14 @@ func answer[T proto.Message](resp T, dup bool, mark func(T)) T {
 }
 
 func (srv *Server) sendToUid(ctx context.Context, uid string, push *presencev1.Push, storeFor, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
+	if srv.opts.Cluster != nil {
+		return srv.sendToUidCluster(ctx, uid, push, storeFor, ackTimeout)
+	}
+	return srv.sendToUidLocal(ctx, uid, push, storeFor, ackTimeout)
+}
+
+// sendToUidLocal is SendToUid on this node's sessions only.
+func (srv *Server) sendToUidLocal(ctx context.Context, uid string, push *presencev1.Push, storeFor, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
 	var w *ackWait
 	if ackTimeout > 0 {
 		w = srv.acks.start(push.Id, uid)
@@ -176,8 +185,19 @@ func (srv *Server) SendToUids(ctx context.Context, req *presencev1.SendToUidsReq
 	push.Scope = presencev1.PushScope_PUSH_SCOPE_UID
 	send := func() (*presencev1.SendToUidsResponse, error) {
 		resp := &presencev1.SendToUidsResponse{PushId: push.Id, SentAt: push.SentAt, Results: make([]*presencev1.UidDelivery, 0, len(uids))}
+		var errs []error
 		for _, uid := range uids {
-			r, err := srv.pushToUid(push, uid, storeFor)
+			var r uidDelivery
+			var err error
+			if srv.opts.Cluster != nil {
+				r, err = srv.pushToUidCluster(ctx, push, uid, storeFor)
+				if err != nil && status.Code(err) == codes.Unavailable {
+					errs = append(errs, err)
+					err = nil
+				}
+			} else {
+				r, err = srv.pushToUid(push, uid, storeFor)
+			}
 			if err != nil {
 				// Only a store can fail, and only for this uid: say so in
 				// its result rather than failing the uids already sent.
@@ -185,6 +205,9 @@ func (srv *Server) SendToUids(ctx context.Context, req *presencev1.SendToUidsReq
 			}
 			resp.Delivered += r.Delivered
 			resp.Results = append(resp.Results, r.UidDelivery)
+		}
+		if len(errs) > 0 {
+			return nil, status.Errorf(codes.Unavailable, "sent to %d sessions, but some nodes could not be reached: %v", resp.Delivered, errors.Join(errs...))
 		}
 		return resp, nil
 	}
@@ -210,19 +233,25 @@ func (srv *Server) Broadcast(ctx context.Context, req *presencev1.BroadcastReque
 	}
 	push.Scope = presencev1.PushScope_PUSH_SCOPE_BROADCAST
 	push.Epoch = srv.epoch
-	send := func() *presencev1.BroadcastResponse {
+	send := func() (*presencev1.BroadcastResponse, error) {
 		delivered := srv.broadcast(push)
+		if srv.opts.Cluster != nil {
+			var err error
+			if delivered, err = srv.broadcastCluster(ctx, push, delivered); err != nil {
+				return nil, err
+			}
+		}
 		return &presencev1.BroadcastResponse{
 			PushId: push.Id, Seq: push.Seq, Delivered: delivered, SentAt: push.SentAt, Epoch: push.Epoch,
-		}
+		}, nil
 	}
 	if req.GetIdempotencyKey() == "" {
-		return send(), nil
+		return send()
 	}
 	if err := validateIdempotencyKey(req.GetIdempotencyKey()); err != nil {
 		return nil, err
 	}
-	resp, dup, err := srv.idem.do(ctx, "Broadcast", req.GetIdempotencyKey(), req, func() (proto.Message, error) { return send(), nil })
+	resp, dup, err := srv.idem.do(ctx, "Broadcast", req.GetIdempotencyKey(), req, func() (proto.Message, error) { return send() })
 	if err != nil {
 		return nil, err
 	}

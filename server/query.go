@@ -25,6 +25,13 @@ func (srv *Server) GetPresence(ctx context.Context, req *presencev1.GetPresenceR
 	if err := validateUid(req.GetUid()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "uid: %v", err)
 	}
+	if srv.opts.Cluster != nil {
+		p, err := srv.clusterPresenceOf(ctx, req.GetUid(), true)
+		if err != nil {
+			return nil, err
+		}
+		return &presencev1.GetPresenceResponse{Presence: p}, nil
+	}
 	return &presencev1.GetPresenceResponse{Presence: srv.presenceOf(req.GetUid(), true)}, nil
 }
 
@@ -48,6 +55,10 @@ func (srv *Server) BatchGetPresence(ctx context.Context, req *presencev1.BatchGe
 
 // presenceOf reports uid's live presence, with its sessions if asked.
 func (srv *Server) presenceOf(uid string, withSessions bool) *presencev1.UidPresence {
+	if srv.opts.Cluster != nil && !withSessions {
+		p, _ := srv.clusterPresenceOf(context.Background(), uid, false) // no I/O, no error
+		return p
+	}
 	p := &presencev1.UidPresence{Uid: uid}
 	sessions := srv.reg.sessionsOf(uid) // a copy, oldest first
 	if len(sessions) == 0 {
@@ -60,16 +71,23 @@ func (srv *Server) presenceOf(uid string, withSessions bool) *presencev1.UidPres
 	p.SessionCount = uint32(len(sessions))
 	p.ConnectedSince = timestamppb.New(sessions[0].connectedAt)
 	if withSessions {
-		for _, s := range sessions {
-			p.Sessions = append(p.Sessions, &presencev1.SessionInfo{
-				SessionId:   s.id,
-				Labels:      s.labels,
-				ConnectedAt: timestamppb.New(s.connectedAt),
-				LastFrameAt: timestamppb.New(time.Unix(0, s.lastSeen.Load())),
-			})
-		}
+		p.Sessions = sessionInfos(sessions)
 	}
 	return p
+}
+
+// sessionInfos describes sessions for a query.
+func sessionInfos(sessions []*session) []*presencev1.SessionInfo {
+	var infos []*presencev1.SessionInfo
+	for _, s := range sessions {
+		infos = append(infos, &presencev1.SessionInfo{
+			SessionId:   s.id,
+			Labels:      s.labels,
+			ConnectedAt: timestamppb.New(s.connectedAt),
+			LastFrameAt: timestamppb.New(time.Unix(0, s.lastSeen.Load())),
+		})
+	}
+	return infos
 }
 
 // ListOnline implements BackendService.ListOnline. Pages are keyed by the
@@ -93,7 +111,7 @@ func (srv *Server) ListOnline(ctx context.Context, req *presencev1.ListOnlineReq
 		}
 		after = string(b)
 	}
-	uids := srv.reg.uidsAfter(nil, after)
+	uids := srv.onlineAfter(nil, after)
 	slices.Sort(uids)
 	resp := &presencev1.ListOnlineResponse{}
 	if len(uids) > size {
@@ -106,7 +124,7 @@ func (srv *Server) ListOnline(ctx context.Context, req *presencev1.ListOnlineReq
 
 // GetCounts implements BackendService.GetCounts.
 func (srv *Server) GetCounts(ctx context.Context, req *presencev1.GetCountsRequest) (*presencev1.GetCountsResponse, error) {
-	uids, sessions := srv.reg.counts()
+	uids, sessions := srv.onlineCounts()
 	return &presencev1.GetCountsResponse{OnlineUids: uint64(uids), Sessions: uint64(sessions)}, nil
 }
 
@@ -122,6 +140,25 @@ func (srv *Server) Kick(ctx context.Context, req *presencev1.KickRequest) (*pres
 	if after < 0 || after > time.Hour {
 		return nil, status.Error(codes.InvalidArgument, "reconnect_after must be between 0 and 1h")
 	}
+	kicked := srv.kickLocal(req)
+	if srv.opts.Cluster != nil {
+		var err error
+		if kicked, err = srv.kickCluster(ctx, req, kicked); err != nil {
+			return nil, err
+		}
+	}
+	if kicked == 0 {
+		if req.GetSessionId() != "" {
+			return nil, status.Errorf(codes.NotFound, "uid %q has no live session %q; nothing was ended", req.GetUid(), req.GetSessionId())
+		}
+		return nil, status.Errorf(codes.NotFound, "uid %q has no live session; nothing was ended", req.GetUid())
+	}
+	return &presencev1.KickResponse{Kicked: kicked}, nil
+}
+
+// kickLocal ends the sessions here that req names and returns how many.
+func (srv *Server) kickLocal(req *presencev1.KickRequest) uint32 {
+	after := req.GetReconnectAfter().AsDuration()
 	msg := "a backend ended this session"
 	if r := req.GetReason(); r != "" {
 		msg += ": " + r
@@ -137,11 +174,5 @@ func (srv *Server) Kick(ctx context.Context, req *presencev1.KickRequest) (*pres
 		s.end(&EndError{Reason: ReasonKicked, Msg: msg, Reconnect: req.GetReconnect(), ReconnectAfter: after})
 		kicked++
 	}
-	if kicked == 0 {
-		if req.GetSessionId() != "" {
-			return nil, status.Errorf(codes.NotFound, "uid %q has no live session %q; nothing was ended", req.GetUid(), req.GetSessionId())
-		}
-		return nil, status.Errorf(codes.NotFound, "uid %q has no live session; nothing was ended", req.GetUid())
-	}
-	return &presencev1.KickResponse{Kicked: kicked}, nil
+	return kicked
 }

@@ -18,6 +18,9 @@ type registry struct {
 	seed   maphash.Seed
 	shards [registryShards]shard
 	events *presence // told of every session start and end, under the shard lock
+	// cluster, when set, is told every change of a uid's session count,
+	// under the shard lock (so in order), before the session events.
+	cluster Cluster
 }
 
 const registryShards = 64
@@ -88,6 +91,9 @@ func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEn
 	}
 	e.sessions = append(e.sessions, s)
 	sh.sessions++
+	if r.cluster != nil {
+		r.cluster.SessionsChanged(s.uid, len(e.sessions), e.sessions[0].connectedAt)
+	}
 	r.events.started(s, len(e.sessions) == 1)
 	if joined != nil {
 		joined(e)
@@ -117,6 +123,13 @@ func (r *registry) remove(s *session) {
 		delete(sh.uids, s.uid)
 	}
 	r.events.ended(s, len(e.sessions) == 0, time.Now())
+	if r.cluster != nil {
+		var since time.Time
+		if len(e.sessions) > 0 {
+			since = e.sessions[0].connectedAt
+		}
+		r.cluster.SessionsChanged(s.uid, len(e.sessions), since)
+	}
 }
 
 // withUid calls f with the uid's entry under the uid's shard lock. When

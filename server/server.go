@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	mathrand "math/rand/v2"
 	"sync"
@@ -92,6 +93,13 @@ func New(opts Options) (*Server, error) {
 	srv.acks.init()
 	srv.idem = newIdempotency(opts.IdempotencyWindow, opts.IdempotencyMaxKeys)
 	srv.metrics = newMetrics(srv)
+	if c := opts.Cluster; c != nil {
+		srv.pres.external = true
+		srv.reg.cluster = c
+		if err := c.Attach(&Local{srv: srv}); err != nil {
+			return nil, fmt.Errorf("joining the cluster: %w", err)
+		}
+	}
 	go srv.reapLoop(srv.stopReaper, srv.reaperDone)
 	return srv, nil
 }
@@ -179,6 +187,9 @@ func (srv *Server) stop() {
 	srv.closeOnce.Do(func() {
 		close(srv.stopReaper)
 		<-srv.reaperDone
+		if c := srv.opts.Cluster; c != nil {
+			c.Close()
+		}
 		srv.pres.stop()
 	})
 }

@@ -1,0 +1,251 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// Cluster lets a Server be one node of several. With Options.Cluster nil
+// (the default) the server is a single node and nothing here runs.
+//
+// The server tells the cluster every change of a uid's local session
+// count (SessionsChanged) and asks it for what this node cannot do alone:
+// reach sessions on other nodes (SendToUid, Broadcast, Kick, Sessions),
+// and the cluster-wide view that presence queries answer from (Presence,
+// Counts, OnlineAfter, which include this node). The cluster calls back
+// through the Local that Attach gives it; in cluster mode it, not the
+// local registry, says when a uid comes online and goes offline for
+// WatchPresence (Local.Online, Local.Offline), so a uid moving between
+// nodes is debounced like a reconnect on one node.
+//
+// Lock order: a registry shard's mu, then whatever the cluster locks in
+// SessionsChanged, then presence.mu (Local.Online and Local.Offline take
+// it). The cluster must not call Local's other methods with its own locks
+// held.
+type Cluster interface {
+	// Attach is called once, by New, before any session exists.
+	Attach(local *Local) error
+	// SessionsChanged says uid now has n sessions on this node (0: none),
+	// the oldest since since. Called under the uid's shard lock, in the
+	// order the changes happened; it must not block.
+	SessionsChanged(uid string, n int, since time.Time)
+	// SendToUid queues push to uid's sessions on the other nodes.
+	// ackTimeout > 0 waits for their acks as Local.SendToUid does. An
+	// error says some node holding the uid could not be reached (the
+	// result still counts the others); when this node is cut off from the
+	// cluster the error wraps ErrClusterUnreachable even if no other node
+	// is known to hold the uid.
+	SendToUid(ctx context.Context, uid string, push *presencev1.Push, ackTimeout time.Duration) (RemoteDelivery, error)
+	// Broadcast queues push on every other node; it returns the sessions
+	// reached and an error naming nodes that could not be.
+	Broadcast(ctx context.Context, push *presencev1.Push) (uint32, error)
+	// Kick ends the uid's sessions (or the one named) on other nodes.
+	Kick(ctx context.Context, req *presencev1.KickRequest) (uint32, error)
+	// Sessions lists the uid's sessions on other nodes.
+	Sessions(ctx context.Context, uid string) ([]*presencev1.SessionInfo, error)
+	// Presence is uid's cluster-wide session count and oldest session.
+	Presence(uid string) (sessions int, since time.Time)
+	// Counts is the cluster-wide number of online uids and sessions.
+	Counts() (uids, sessions int)
+	// OnlineAfter appends the cluster's online uids greater than after.
+	OnlineAfter(dst []string, after string) []string
+	// Close leaves the cluster (other nodes drop this node's uids at once)
+	// and stops everything Attach started. Called by Shutdown and Close.
+	Close()
+}
+
+// ErrClusterUnreachable says this node is cut off from the cluster and
+// cannot tell what other nodes hold.
+var ErrClusterUnreachable = errors.New("this node is cut off from the cluster (NATS unreachable)")
+
+// RemoteDelivery is what other nodes did with one push to a uid.
+type RemoteDelivery struct {
+	Delivered uint32
+	// Seq and Epoch are one delivering node's numbering of the push (each
+	// node numbers a uid's pushes in its own sequence).
+	Seq            uint64
+	Epoch          string
+	Acked, Unacked []string
+}
+
+// Local is what a Cluster may ask of this node on behalf of other nodes.
+// Every method touches this node's sessions only.
+type Local struct{ srv *Server }
+
+// SendToUid queues push to uid's sessions here (no store) and, with
+// ackTimeout, waits for their acks. A uid with no session here gets a
+// response with Delivered 0.
+func (l *Local) SendToUid(ctx context.Context, uid string, push *presencev1.Push, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
+	resp, err := l.srv.sendToUidLocal(ctx, uid, push, 0, ackTimeout)
+	if status.Code(err) == codes.NotFound {
+		return &presencev1.SendToUidResponse{PushId: push.GetId()}, nil
+	}
+	return resp, err
+}
+
+// Broadcast queues push to every session here, numbered in this node's
+// broadcast sequence, and returns how many took it.
+func (l *Local) Broadcast(push *presencev1.Push) uint32 {
+	push.Epoch = l.srv.epoch
+	return l.srv.broadcast(push)
+}
+
+// Kick ends uid's sessions here (or the one named) and returns how many.
+func (l *Local) Kick(req *presencev1.KickRequest) uint32 { return l.srv.kickLocal(req) }
+
+// Sessions lists uid's sessions here, oldest first.
+func (l *Local) Sessions(uid string) []*presencev1.SessionInfo {
+	return sessionInfos(l.srv.reg.sessionsOf(uid))
+}
+
+// Online says uid has a session somewhere in the cluster again (since:
+// its oldest); watchers see ONLINE unless it is back within the grace
+// period.
+func (l *Local) Online(uid string, since time.Time) { l.srv.pres.up(uid, since) }
+
+// Offline says uid has no session anywhere in the cluster since at;
+// watchers see OFFLINE once the grace period passes without Online.
+func (l *Local) Offline(uid string, at time.Time) { l.srv.pres.down(uid, at) }
+
+// sendToUidCluster is SendToUid in cluster mode: this node's sessions and
+// the other nodes' at once. It stores the push (here) only when the uid
+// is offline in the whole cluster.
+func (srv *Server) sendToUidCluster(ctx context.Context, uid string, push *presencev1.Push, storeFor, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
+	c := srv.opts.Cluster
+	if n, _ := c.Presence(uid); n > 0 {
+		storeFor = 0 // online somewhere: deliver, never store
+	}
+	type result struct {
+		rd  RemoteDelivery
+		err error
+	}
+	remote := make(chan result, 1)
+	go func() {
+		rd, err := c.SendToUid(ctx, uid, push, ackTimeout)
+		remote <- result{rd, err}
+	}()
+	resp, err := srv.sendToUidLocal(ctx, uid, push, storeFor, ackTimeout)
+	r := <-remote
+	if err != nil && status.Code(err) != codes.NotFound {
+		return nil, err
+	}
+	if resp == nil {
+		resp = &presencev1.SendToUidResponse{PushId: push.Id, SentAt: push.SentAt}
+	}
+	local := resp.Delivered
+	if resp.Delivered == 0 && !resp.Stored {
+		resp.Seq, resp.Epoch = r.rd.Seq, r.rd.Epoch
+	}
+	resp.Delivered += r.rd.Delivered
+	resp.AckedSessions = append(resp.AckedSessions, r.rd.Acked...)
+	resp.UnackedSessions = append(resp.UnackedSessions, r.rd.Unacked...)
+	switch {
+	case r.err != nil && errors.Is(r.err, ErrClusterUnreachable) && (local > 0 || resp.Stored):
+		// Cut off, but the uid is here: deliver what we can.
+	case r.err != nil:
+		return nil, status.Errorf(codes.Unavailable, "uid %q: delivered to %d sessions (%d on this node), but %v; a retry delivers again to the sessions already reached",
+			uid, resp.Delivered, local, r.err)
+	case resp.Delivered == 0 && !resp.Stored:
+		return nil, status.Errorf(codes.NotFound, "uid %q has no live session on any node; nothing was sent (set store_for to keep the push until it connects)", uid)
+	}
+	return resp, nil
+}
+
+// broadcastCluster adds the other nodes' sessions to a local broadcast.
+func (srv *Server) broadcastCluster(ctx context.Context, push *presencev1.Push, local uint32) (uint32, error) {
+	remote, err := srv.opts.Cluster.Broadcast(ctx, push)
+	if err != nil {
+		return 0, status.Errorf(codes.Unavailable, "broadcast reached %d sessions (%d on this node), but %v", local+remote, local, err)
+	}
+	return local + remote, nil
+}
+
+// kickCluster adds the other nodes' kicks to a local one.
+func (srv *Server) kickCluster(ctx context.Context, req *presencev1.KickRequest, local uint32) (uint32, error) {
+	if req.GetSessionId() != "" && local > 0 {
+		return local, nil // session ids are unique: it was here
+	}
+	remote, err := srv.opts.Cluster.Kick(ctx, req)
+	if err != nil {
+		return 0, status.Errorf(codes.Unavailable, "uid %q: ended %d sessions (%d on this node), but %v", req.GetUid(), local+remote, local, err)
+	}
+	return local + remote, nil
+}
+
+// clusterPresenceOf is presenceOf from the cluster's view; with sessions,
+// it asks the nodes holding the uid for theirs.
+func (srv *Server) clusterPresenceOf(ctx context.Context, uid string, withSessions bool) (*presencev1.UidPresence, error) {
+	p := &presencev1.UidPresence{Uid: uid}
+	n, since := srv.opts.Cluster.Presence(uid)
+	if n == 0 {
+		if at, ok := srv.pres.lastSeenAt(uid); ok {
+			p.LastSeen = timestamppb.New(at)
+		}
+		return p, nil
+	}
+	p.Online, p.SessionCount, p.ConnectedSince = true, uint32(n), timestamppb.New(since)
+	if !withSessions {
+		return p, nil
+	}
+	remote, err := srv.opts.Cluster.Sessions(ctx, uid)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "uid %q is online, but its sessions cannot all be listed: %v; try again", uid, err)
+	}
+	p.Sessions = append(sessionInfos(srv.reg.sessionsOf(uid)), remote...)
+	slices.SortStableFunc(p.Sessions, func(a, b *presencev1.SessionInfo) int {
+		return cmp.Compare(a.GetConnectedAt().AsTime().UnixNano(), b.GetConnectedAt().AsTime().UnixNano())
+	})
+	return p, nil
+}
+
+// onlineAfter appends the online uids greater than after: this node's,
+// or the cluster's.
+func (srv *Server) onlineAfter(dst []string, after string) []string {
+	if c := srv.opts.Cluster; c != nil {
+		return c.OnlineAfter(dst, after)
+	}
+	return srv.reg.uidsAfter(dst, after)
+}
+
+// onlineCounts is the number of online uids and sessions: this node's, or
+// the cluster's.
+func (srv *Server) onlineCounts() (uids, sessions int) {
+	if c := srv.opts.Cluster; c != nil {
+		return c.Counts()
+	}
+	return srv.reg.counts()
+}
+
+// pushToUidCluster is pushToUid in cluster mode, for SendToUids: this
+// node's sessions, then the other nodes'. A node that could not be
+// reached is an UNAVAILABLE error beside the result.
+func (srv *Server) pushToUidCluster(ctx context.Context, push *presencev1.Push, uid string, storeFor time.Duration) (uidDelivery, error) {
+	c := srv.opts.Cluster
+	if n, _ := c.Presence(uid); n > 0 {
+		storeFor = 0
+	}
+	r, err := srv.pushToUid(push, uid, storeFor)
+	if err != nil {
+		return r, err
+	}
+	rd, rerr := c.SendToUid(ctx, uid, push, 0)
+	local := r.Delivered
+	if local == 0 && !r.Stored {
+		r.Seq, r.Epoch = rd.Seq, rd.Epoch
+	}
+	r.Delivered += rd.Delivered
+	r.Offline = r.Delivered == 0 && !r.Stored
+	if rerr != nil && !(errors.Is(rerr, ErrClusterUnreachable) && (local > 0 || r.Stored)) {
+		return r, status.Errorf(codes.Unavailable, "uid %q: %v", uid, rerr)
+	}
+	return r, nil
+}
