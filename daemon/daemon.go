@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/presence-dev/presence/auth"
+	"github.com/presence-dev/presence/cluster"
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 	"github.com/presence-dev/presence/server"
 	"github.com/presence-dev/presence/wsbridge"
@@ -70,6 +71,11 @@ type Config struct {
 
 	// Server configures sessions, queues and the reaper.
 	Server server.Options
+
+	// Cluster, when its URL is set, makes this daemon one node of a
+	// cluster over NATS (package cluster; Server.Cluster is then set by
+	// Start). Empty URL: a single node, and nothing of the cluster runs.
+	Cluster cluster.Config
 
 	// WebSocket configures the bridge at /v1/connect on HTTPAddr: browser
 	// sessions, run by Server like any Connect stream. Its Logger
@@ -219,8 +225,21 @@ func Start(cfg Config) (d *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Cluster.URL != "" {
+		if cfg.Cluster.Logger == nil {
+			cfg.Cluster.Logger = cfg.Logger
+		}
+		node, err := cluster.New(cfg.Cluster)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Server.Cluster = node
+	}
 	srv, err := server.New(cfg.Server)
 	if err != nil {
+		if cfg.Server.Cluster != nil {
+			cfg.Server.Cluster.Close()
+		}
 		return nil, fmt.Errorf("server options: %w", err)
 	}
 	d = &Daemon{cfg: cfg, log: cfg.Logger, srv: srv, errc: make(chan error, 4), metrics: prometheus.NewRegistry(),

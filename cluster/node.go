@@ -1,0 +1,390 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/presence-dev/presence/server"
+)
+
+// Node is this process's membership of a cluster: it implements
+// server.Cluster over NATS.
+//
+// Goroutines: the loop (publishes this node's changes and heartbeats,
+// sweeps silent nodes), the NATS callbacks for gossip (one goroutine,
+// messages in order) and for requests (which hand each request to a
+// goroutine of its own, at most maxHandlers at once). Close stops and
+// waits for all of them.
+//
+// Lock order: a server registry shard lock (SessionsChanged is called
+// under it), then mu, then the server's presence lock (Local.Online and
+// Local.Offline). Nothing is sent on the network under mu, and no other
+// Local method is called under it.
+type Node struct {
+	cfg    Config
+	id     string // cfg.Name
+	inc    string // this run's incarnation
+	nc     *nats.Conn
+	log    *slog.Logger
+	gossip string // the gossip subject
+	local  *server.Local
+
+	ctx    context.Context // done when Close starts; ends request handlers
+	cancel context.CancelFunc
+	stop   chan struct{} // closed by Close: the loop returns
+	wake   chan struct{} // one slot: changes wait in the outbox
+	hbNow  chan struct{} // one slot: send a heartbeat now (someone said hello)
+	loop   sync.WaitGroup
+	work   sync.WaitGroup // request handlers
+	slots  chan struct{}  // bounds request handlers
+
+	mu sync.Mutex
+	// Guarded by mu.
+	attached  bool
+	closed    bool
+	seq       uint64            // this node's last change
+	mine      map[string]change // this node's uids, for snapshots
+	outbox    []change          // changes not yet published; the last has seq
+	dir       directory
+	peers     map[string]*peer
+	subs      []*nats.Subscription
+	resyncing bool // a snapshot is being fetched: do not sweep meanwhile
+}
+
+// peer is another node as this one knows it. Guarded by Node.mu.
+type peer struct {
+	id, inc string
+	seq     uint64 // its last change applied here
+	synced  bool   // a snapshot was applied; seq means something
+	heard   time.Time
+	uids    map[string]struct{} // the uids it holds, to drop if it dies
+}
+
+const (
+	maxOutbox    = 100_000 // changes waiting; past it they are dropped and peers resync
+	maxBatch     = 500     // changes per gossip message
+	snapshotPage = 2000    // uids per snapshot page (well under NATS's 1 MB)
+	maxHandlers  = 1024    // requests served at once; more are refused
+)
+
+var _ server.Cluster = (*Node)(nil)
+
+// New connects to NATS. The node joins the cluster when a server attaches
+// it (server.Options.Cluster); Close leaves and disconnects.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	n := &Node{
+		cfg:    cfg,
+		id:     cfg.Name,
+		inc:    rand.Text()[:12],
+		log:    cfg.Logger.With("node", cfg.Name),
+		gossip: cfg.Prefix + ".gossip",
+		stop:   make(chan struct{}),
+		wake:   make(chan struct{}, 1),
+		hbNow:  make(chan struct{}, 1),
+		slots:  make(chan struct{}, maxHandlers),
+		mine:   make(map[string]change),
+		dir:    newDirectory(),
+		peers:  make(map[string]*peer),
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	nc, err := nats.Connect(cfg.URL, cfg.natsOptions(n)...)
+	if err != nil {
+		n.cancel()
+		return nil, fmt.Errorf("cluster: connecting to NATS at %s: %w", cfg.URL, err)
+	}
+	n.nc = nc
+	return n, nil
+}
+
+// ID is this node's name.
+func (n *Node) ID() string { return n.id }
+
+// Peers returns the other nodes this one knows, sorted.
+func (n *Node) Peers() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var ids []string
+	for id := range n.peers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Attach implements server.Cluster: it subscribes, says hello, and starts
+// the loop.
+func (n *Node) Attach(local *server.Local) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.attached || n.closed {
+		return fmt.Errorf("cluster node %s: attached twice or closed", n.id)
+	}
+	n.local = local
+	g, err := n.nc.Subscribe(n.gossip, n.onGossip)
+	if err != nil {
+		return fmt.Errorf("subscribing to %s: %w", n.gossip, err)
+	}
+	// Pending limits: gossip may burst while a snapshot is fetched.
+	g.SetPendingLimits(1<<20, 256<<20)
+	r, err := n.nc.Subscribe(n.subject(n.id, "*"), n.onRequest)
+	if err != nil {
+		g.Unsubscribe()
+		return fmt.Errorf("subscribing to requests: %w", err)
+	}
+	n.subs = []*nats.Subscription{g, r}
+	if err := n.nc.Flush(); err != nil {
+		g.Unsubscribe()
+		r.Unsubscribe()
+		return fmt.Errorf("NATS: %w", err)
+	}
+	n.attached = true
+	n.loop.Add(1)
+	go n.run()
+	n.log.Info("joined the presence cluster", "nats", n.nc.ConnectedUrlRedacted(), "prefix", n.cfg.Prefix)
+	return nil
+}
+
+// subject is the subject of op on node id.
+func (n *Node) subject(id, op string) string { return n.cfg.Prefix + ".node." + id + "." + op }
+
+// SessionsChanged implements server.Cluster: record, apply to the
+// directory at once (so this node's queries see its own sessions), and
+// leave the change in the outbox for the loop to publish.
+func (n *Node) SessionsChanged(uid string, count int, since time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return
+	}
+	c := change{Uid: uid, N: count}
+	if count > 0 {
+		c.Since = since.UnixNano()
+		n.mine[uid] = c
+	} else {
+		delete(n.mine, uid)
+	}
+	n.seq++
+	if len(n.outbox) >= maxOutbox {
+		// NATS has been gone a while. Peers see the gap in our next
+		// heartbeat and fetch a snapshot instead.
+		n.outbox = nil
+	}
+	n.outbox = append(n.outbox, c)
+	n.applyLocked(n.id, c)
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// applyLocked applies one change of node to the directory and tells the
+// server when a uid comes online or goes offline in the cluster.
+func (n *Node) applyLocked(node string, c change) {
+	if node != n.id {
+		p := n.peers[node]
+		if c.N > 0 {
+			p.uids[c.Uid] = struct{}{}
+		} else {
+			delete(p.uids, c.Uid)
+		}
+	}
+	var since time.Time
+	if c.N > 0 {
+		since = time.Unix(0, c.Since)
+	}
+	switch n.dir.set(node, c.Uid, c.N, since) {
+	case +1:
+		_, first := n.dir.presence(c.Uid)
+		n.local.Online(c.Uid, first)
+	case -1:
+		n.local.Offline(c.Uid, time.Now())
+	}
+}
+
+// dropPeerLocked forgets a node and every uid it held.
+func (n *Node) dropPeerLocked(id, why string) {
+	p := n.peers[id]
+	if p == nil {
+		return
+	}
+	for uid := range p.uids {
+		n.applyLocked(id, change{Uid: uid})
+	}
+	delete(n.peers, id)
+	n.log.Info("node left the cluster", "peer", id, "why", why, "uids", len(p.uids))
+}
+
+// run publishes the outbox when woken, and every heartbeat publishes a
+// heartbeat (after the changes it covers, so a peer never sees a seq
+// before its events) and sweeps nodes gone silent.
+func (n *Node) run() {
+	defer n.loop.Done()
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	n.heartbeat(true)
+	for {
+		select {
+		case <-n.wake:
+			n.flush()
+		case <-n.hbNow:
+			n.flush()
+			n.heartbeat(false)
+		case <-t.C:
+			n.flush()
+			n.heartbeat(false)
+			n.sweep()
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+// flush publishes the outbox. A change that cannot be published is lost
+// here; peers notice the gap at the next heartbeat and fetch a snapshot.
+func (n *Node) flush() {
+	n.mu.Lock()
+	batch := n.outbox
+	n.outbox = nil
+	first := n.seq - uint64(len(batch)) + 1
+	n.mu.Unlock()
+	for len(batch) > 0 {
+		k := min(len(batch), maxBatch)
+		n.publish(gossip{Kind: kindEvents, Seq: first, Changes: batch[:k]})
+		first += uint64(k)
+		batch = batch[k:]
+	}
+}
+
+// heartbeat publishes this node's last seq; hello asks everyone for
+// theirs.
+func (n *Node) heartbeat(hello bool) {
+	n.mu.Lock()
+	seq := n.seq
+	n.mu.Unlock()
+	n.publish(gossip{Kind: kindHeartbeat, Seq: seq, Hello: hello})
+}
+
+func (n *Node) publish(g gossip) {
+	g.Node, g.Inc = n.id, n.inc
+	b, err := json.Marshal(g)
+	if err == nil {
+		err = n.nc.Publish(n.gossip, b)
+	}
+	if err != nil {
+		n.log.Debug("gossip not published; peers will resync", "kind", g.Kind, "err", err)
+	}
+}
+
+// sweep drops nodes silent for longer than the node timeout, unless this
+// node is itself cut off (then it cannot tell who is dead: it keeps its
+// last view until NATS is back).
+func (n *Node) sweep() {
+	if !n.nc.IsConnected() {
+		return
+	}
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.resyncing || n.closed {
+		return
+	}
+	for id, p := range n.peers {
+		if now.Sub(p.heard) > n.cfg.NodeTimeout {
+			n.dropPeerLocked(id, fmt.Sprintf("no heartbeat for %v", now.Sub(p.heard).Round(time.Millisecond)))
+		}
+	}
+}
+
+// disconnected and reconnected are NATS's connection callbacks.
+func (n *Node) disconnected(_ *nats.Conn, err error) {
+	n.log.Warn("cut off from NATS: pushes to other nodes fail (UNAVAILABLE), local delivery goes on", "err", err)
+}
+
+func (n *Node) reconnected(nc *nats.Conn) {
+	n.mu.Lock()
+	now := time.Now()
+	for _, p := range n.peers {
+		p.heard = now // they had no way to reach us either
+	}
+	n.mu.Unlock()
+	n.log.Info("reconnected to NATS", "nats", nc.ConnectedUrlRedacted())
+	select {
+	case n.hbNow <- struct{}{}:
+	default:
+	}
+	// Ask everyone for a heartbeat: a gap in theirs makes us resync.
+	n.publish(gossip{Kind: kindHeartbeat, Seq: n.lastSeq(), Hello: true})
+}
+
+func (n *Node) lastSeq() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.seq
+}
+
+// Presence implements server.Cluster.
+func (n *Node) Presence(uid string) (int, time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dir.presence(uid)
+}
+
+// Counts implements server.Cluster.
+func (n *Node) Counts() (uids, sessions int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.dir.uids), n.dir.sessions
+}
+
+// OnlineAfter implements server.Cluster.
+func (n *Node) OnlineAfter(dst []string, after string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for uid := range n.dir.uids {
+		if uid > after {
+			dst = append(dst, uid)
+		}
+	}
+	return dst
+}
+
+// Close implements server.Cluster: it stops the loop and the request
+// handlers, says goodbye (peers drop this node's uids at once instead of
+// after the node timeout) and disconnects. Idempotent.
+func (n *Node) Close() {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.closed = true
+	attached := n.attached
+	subs := n.subs
+	n.mu.Unlock()
+	n.cancel()
+	for _, s := range subs {
+		s.Unsubscribe()
+	}
+	if attached {
+		close(n.stop)
+		n.loop.Wait()
+	}
+	n.work.Wait()
+	if attached {
+		n.publish(gossip{Kind: kindBye})
+		n.nc.FlushTimeout(time.Second)
+	}
+	n.nc.Close()
+}

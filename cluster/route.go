@@ -1,0 +1,233 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+	"github.com/presence-dev/presence/server"
+)
+
+// holders returns the other nodes holding uid (or every other node, for
+// uid ""), and an error when this node is cut off from NATS.
+func (n *Node) holders(uid string) ([]string, error) {
+	if !n.nc.IsConnected() {
+		return nil, server.ErrClusterUnreachable
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if uid != "" {
+		return n.dir.nodes(nil, uid, n.id), nil
+	}
+	ids := make([]string, 0, len(n.peers))
+	for id := range n.peers {
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// scatter sends the same request to every node in ids at once and calls
+// each with every reply that came back; it returns an error naming the
+// nodes that did not answer.
+func (n *Node) scatter(ctx context.Context, ids []string, op string, body any, timeout time.Duration, each func(*reply)) error {
+	var (
+		mu   sync.Mutex
+		errs []string
+		wg   sync.WaitGroup
+	)
+	for _, id := range ids {
+		wg.Go(func() {
+			var r reply
+			err := n.request(ctx, id, op, body, timeout, &r)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err.Error())
+				return
+			}
+			each(&r)
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return fmt.Errorf("%d of %d other nodes could not be reached (%s)", len(errs), len(ids), strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// SendToUid implements server.Cluster: one request to each node the
+// directory says holds the uid, none to the others.
+func (n *Node) SendToUid(ctx context.Context, uid string, push *presencev1.Push, ackTimeout time.Duration) (server.RemoteDelivery, error) {
+	var rd server.RemoteDelivery
+	ids, err := n.holders(uid)
+	if err != nil || len(ids) == 0 {
+		return rd, err
+	}
+	b, err := proto.Marshal(push)
+	if err != nil {
+		return rd, err
+	}
+	err = n.scatter(ctx, ids, opPush, pushReq{Uid: uid, Push: b, AckTimeout: int64(ackTimeout)}, n.cfg.RequestTimeout+ackTimeout, func(r *reply) {
+		rd.Delivered += r.Delivered
+		if rd.Epoch == "" && r.Delivered > 0 {
+			rd.Seq, rd.Epoch = r.Seq, r.Epoch
+		}
+		rd.Acked = append(rd.Acked, r.Acked...)
+		rd.Unacked = append(rd.Unacked, r.Unacked...)
+	})
+	return rd, err
+}
+
+// Broadcast implements server.Cluster: one request to every other node.
+func (n *Node) Broadcast(ctx context.Context, push *presencev1.Push) (uint32, error) {
+	ids, err := n.holders("")
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	b, err := proto.Marshal(push)
+	if err != nil {
+		return 0, err
+	}
+	var delivered uint32
+	err = n.scatter(ctx, ids, opBcast, bcastReq{Push: b}, n.cfg.RequestTimeout, func(r *reply) { delivered += r.Delivered })
+	return delivered, err
+}
+
+// Kick implements server.Cluster.
+func (n *Node) Kick(ctx context.Context, req *presencev1.KickRequest) (uint32, error) {
+	ids, err := n.holders(req.GetUid())
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return 0, err
+	}
+	var kicked uint32
+	err = n.scatter(ctx, ids, opKick, kickReq{Req: b}, n.cfg.RequestTimeout, func(r *reply) { kicked += r.Kicked })
+	return kicked, err
+}
+
+// Sessions implements server.Cluster.
+func (n *Node) Sessions(ctx context.Context, uid string) ([]*presencev1.SessionInfo, error) {
+	ids, err := n.holders(uid)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	var infos []*presencev1.SessionInfo
+	var bad error
+	err = n.scatter(ctx, ids, opSessions, sessionsReq{Uid: uid}, n.cfg.RequestTimeout, func(r *reply) {
+		for _, b := range r.Sessions {
+			si := new(presencev1.SessionInfo)
+			if err := proto.Unmarshal(b, si); err != nil {
+				bad = err
+				continue
+			}
+			infos = append(infos, si)
+		}
+	})
+	return infos, errors.Join(err, bad)
+}
+
+// onRequest hands a request for this node to a goroutine of its own (a
+// push may wait for acks), at most maxHandlers at once.
+func (n *Node) onRequest(m *nats.Msg) {
+	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	n.mu.Lock()
+	closed := n.closed
+	if !closed {
+		n.work.Add(1)
+	}
+	n.mu.Unlock()
+	if closed {
+		respond(m, reply{Err: "the node is shutting down"})
+		return
+	}
+	select {
+	case n.slots <- struct{}{}:
+	default:
+		n.work.Done()
+		respond(m, reply{Err: fmt.Sprintf("busy: %d requests in progress", maxHandlers)})
+		return
+	}
+	go func() {
+		defer n.work.Done()
+		defer func() { <-n.slots }()
+		respond(m, n.serve(op, m.Data))
+	}()
+}
+
+func respond(m *nats.Msg, r reply) {
+	b, _ := json.Marshal(r)
+	m.Respond(b) // the asker times out if this is lost
+}
+
+// serve answers one request with this node's sessions.
+func (n *Node) serve(op string, data []byte) reply {
+	fail := func(err error) reply { return reply{Err: err.Error()} }
+	switch op {
+	case opPush:
+		var req pushReq
+		push := new(presencev1.Push)
+		if err := json.Unmarshal(data, &req); err != nil {
+			return fail(err)
+		}
+		if err := proto.Unmarshal(req.Push, push); err != nil {
+			return fail(err)
+		}
+		resp, err := n.local.SendToUid(n.ctx, req.Uid, push, time.Duration(req.AckTimeout))
+		if err != nil {
+			return fail(err)
+		}
+		return reply{Delivered: resp.Delivered, Seq: resp.Seq, Epoch: resp.Epoch, Acked: resp.AckedSessions, Unacked: resp.UnackedSessions}
+	case opBcast:
+		var req bcastReq
+		push := new(presencev1.Push)
+		if err := json.Unmarshal(data, &req); err != nil {
+			return fail(err)
+		}
+		if err := proto.Unmarshal(req.Push, push); err != nil {
+			return fail(err)
+		}
+		return reply{Delivered: n.local.Broadcast(push)}
+	case opKick:
+		var req kickReq
+		kr := new(presencev1.KickRequest)
+		if err := json.Unmarshal(data, &req); err != nil {
+			return fail(err)
+		}
+		if err := proto.Unmarshal(req.Req, kr); err != nil {
+			return fail(err)
+		}
+		return reply{Kicked: n.local.Kick(kr)}
+	case opSessions:
+		var req sessionsReq
+		if err := json.Unmarshal(data, &req); err != nil {
+			return fail(err)
+		}
+		var r reply
+		for _, si := range n.local.Sessions(req.Uid) {
+			b, err := proto.Marshal(si)
+			if err != nil {
+				return fail(err)
+			}
+			r.Sessions = append(r.Sessions, b)
+		}
+		return r
+	case opSnapshot:
+		var req snapReq
+		if err := json.Unmarshal(data, &req); err != nil {
+			return fail(err)
+		}
+		return n.snapshot(req)
+	}
+	return reply{Err: fmt.Sprintf("unknown request %q (a newer node?)", op)}
+}
