@@ -17,21 +17,27 @@ import (
 )
 
 // holders returns the other nodes holding uid (or every other node, for
-// uid ""), and an error when this node is cut off from NATS.
+// uid ""), and ErrClusterUnreachable when this node is cut off from NATS:
+// then it cannot tell who holds what, whatever its last view says.
 func (n *Node) holders(uid string) ([]string, error) {
 	if !n.nc.IsConnected() {
 		return nil, server.ErrClusterUnreachable
 	}
+	return n.lastHolders(uid), nil
+}
+
+// lastHolders is holders from the last view, connected or not.
+func (n *Node) lastHolders(uid string) []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if uid != "" {
-		return n.dir.nodes(nil, uid, n.id), nil
+		return n.dir.nodes(nil, uid, n.id)
 	}
 	ids := make([]string, 0, len(n.peers))
 	for id := range n.peers {
 		ids = append(ids, id)
 	}
-	return ids, nil
+	return ids
 }
 
 // scatter sends the same request to every node in ids at once and calls
@@ -116,12 +122,15 @@ func (n *Node) Kick(ctx context.Context, req *presencev1.KickRequest) (uint32, e
 	return kicked, err
 }
 
-// Sessions implements server.Cluster.
+// Sessions implements server.Cluster. Like every query it answers from
+// the last view when cut off: it fails only when that view names other
+// nodes holding the uid.
 func (n *Node) Sessions(ctx context.Context, uid string) ([]*presencev1.SessionInfo, error) {
-	ids, err := n.holders(uid)
-	if err != nil || len(ids) == 0 {
-		return nil, err
+	ids := n.lastHolders(uid)
+	if len(ids) == 0 {
+		return nil, nil
 	}
+	var err error
 	var infos []*presencev1.SessionInfo
 	var bad error
 	err = n.scatter(ctx, ids, opSessions, sessionsReq{Uid: uid}, n.cfg.RequestTimeout, func(r *reply) {

@@ -42,6 +42,7 @@ func run(args []string, stderr io.Writer) error {
 	logFormat, logLevel := bindFlags(fs, &cfg)
 	sec := bindSecurityFlags(fs, &cfg)
 	web := bindWebFlags(fs, &cfg)
+	bindClusterFlags(fs, &cfg)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: presenced [flags]\n\nRuns the presence service. Every flag also reads PRESENCE_<NAME> from the environment.\n\nFlags:\n")
 		fs.PrintDefaults()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -133,4 +134,53 @@ func TestBadTransportFlagsRefuseToStart(t *testing.T) {
 			t.Errorf("run(%s) = %v; want an error containing %q", tt.flag, err, tt.want)
 		}
 	}
+}
+
+// TestClusterFlags proves the cluster flags and their PRESENCE_*
+// variables reach the daemon's config, and that without --nats-url no
+// cluster is configured.
+func TestClusterFlags(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var cfg daemon.Config
+	bindClusterFlags(fs, &cfg)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.URL != "" {
+		t.Fatalf("default --nats-url = %q; want empty (a single node)", cfg.Cluster.URL)
+	}
+	if err := fs.Parse([]string{"--nats-url=nats://127.0.0.1:4222", "--nats-name=n1"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"PRESENCE_NATS_NODE_TIMEOUT": "9s", "PRESENCE_NATS_NAME": "ignored"}
+	if err := applyEnv(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Cluster
+	if c.URL != "nats://127.0.0.1:4222" || c.Name != "n1" || c.NodeTimeout != 9*time.Second || c.Heartbeat != time.Second {
+		t.Errorf("cluster config = %+v; want the URL, name n1, node timeout 9s, heartbeat 1s", c)
+	}
+}
+
+// TestClusterRefusesUnreachableNATS proves presenced with --nats-url
+// pointing nowhere stops at start with an error naming NATS, instead of
+// running as a lone node that believes it is in a cluster.
+func TestClusterRefusesUnreachableNATS(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run([]string{"--nats-url=nats://" + closedPort(t), "--grpc-addr=127.0.0.1:0", "--http-addr=off"}, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "NATS") {
+		t.Fatalf("run = %v; want an error about NATS", err)
+	}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
