@@ -18,7 +18,13 @@ import (
 // events queued meanwhile apply cleanly on top of it.
 func (n *Node) onGossip(m *nats.Msg) {
 	var g gossip
-	if err := json.Unmarshal(m.Data, &g); err != nil || g.Node == n.id || g.Node == "" {
+	if err := json.Unmarshal(m.Data, &g); err != nil || g.Node == "" {
+		return
+	}
+	if g.Node == n.id { // NoEcho: never our own
+		if g.Kind == kindHeartbeat && g.Hello {
+			n.log.Error("another node runs under this node's name; give every node its own --nats-name", "their_incarnation", g.Inc)
+		}
 		return
 	}
 	if g.Kind == kindHeartbeat && g.Hello {

@@ -183,6 +183,7 @@ func (c *cutter) Cut() {
 // client is an identified Connect stream read by a goroutine.
 type client struct {
 	id     string
+	stream presencev1.PresenceService_ConnectClient // Send only from the test goroutine
 	frames chan *presencev1.ConnectResponse
 	errc   chan error
 	cancel context.CancelFunc
@@ -198,7 +199,7 @@ func connect(t *testing.T, n *node, uid string) *client {
 		cancel()
 		t.Fatal(err)
 	}
-	c := &client{frames: make(chan *presencev1.ConnectResponse, 64), errc: make(chan error, 1), cancel: cancel, done: make(chan struct{})}
+	c := &client{stream: stream, frames: make(chan *presencev1.ConnectResponse, 64), errc: make(chan error, 1), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
 		for {
@@ -254,6 +255,24 @@ func (c *client) push(t *testing.T) string {
 		}
 		if f.GetGoodbye() != nil {
 			t.Fatalf("Goodbye %v; want a push", f.GetGoodbye())
+		}
+	}
+}
+
+// ack waits up to 5 s for the next push and acknowledges it. It may run
+// on its own goroutine (it reports, it does not fail the test).
+func (c *client) ack() error {
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case f := <-c.frames:
+			if p := f.GetPush(); p != nil {
+				return c.stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ack{Ack: &presencev1.Ack{PushId: p.GetId()}}})
+			}
+		case err := <-c.errc:
+			return err
+		case <-timeout:
+			return errors.New("no push within 5s")
 		}
 	}
 }

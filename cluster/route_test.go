@@ -2,10 +2,13 @@ package cluster_test
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
@@ -103,4 +106,28 @@ func TestKickAcrossNodes(t *testing.T) {
 		t.Errorf("alice got %v; want Goodbye KICKED", g)
 	}
 	eventually(t, "b sees alice offline", func() bool { return onlineOn(b, "alice", 0) })
+}
+
+// TestAcksAcrossNodes proves a push asking for acks, sent through a node
+// that holds none of the uid's sessions, reports which sessions on the
+// other nodes acked and which did not.
+func TestAcksAcrossNodes(t *testing.T) {
+	_, nodes := startCluster(t, "a", "b", "c")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	acks, silent := connect(t, a, "alice"), connect(t, c, "alice")
+	eventually(t, "b sees alice's two sessions", func() bool { return onlineOn(b, "alice", 2) })
+	acked := make(chan error, 1)
+	go func() { acked <- acks.ack() }()
+	resp, err := b.backend.SendToUid(context.Background(), &presencev1.SendToUidRequest{
+		Uid: "alice", Payload: text("ack me"), AckTimeout: durationpb.New(500 * time.Millisecond),
+	})
+	if err != nil || resp.GetDelivered() != 2 {
+		t.Fatalf("SendToUid(alice, ack) via b = %v, %v; want delivered 2", resp, err)
+	}
+	if err := <-acked; err != nil {
+		t.Fatalf("acking: %v", err)
+	}
+	if !slices.Equal(resp.GetAckedSessions(), []string{acks.id}) || !slices.Equal(resp.GetUnackedSessions(), []string{silent.id}) {
+		t.Errorf("acked %v, unacked %v; want [%s], [%s]", resp.GetAckedSessions(), resp.GetUnackedSessions(), acks.id, silent.id)
+	}
 }

@@ -1,0 +1,55 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// TestLateNodeLearnsTheCluster proves a node joining a cluster that
+// already holds more uids than one snapshot page fetches them all (paged
+// snapshot), and that a burst of changes larger than one gossip batch
+// reaches it too. The uids are fed to a's cluster directly, as its
+// registry would.
+func TestLateNodeLearnsTheCluster(t *testing.T) {
+	ns := startNATS(t, 0)
+	a := startNode(t, ns.ClientURL(), "a")
+	const uids = 5000 // two and a half snapshot pages, ten gossip batches
+	now := time.Now()
+	for i := range uids {
+		a.c.SessionsChanged(fmt.Sprintf("u%05d", i), 1, now)
+	}
+	b := startNode(t, ns.ClientURL(), "b")
+	counts := func(n *node) uint64 {
+		r, err := n.backend.GetCounts(context.Background(), &presencev1.GetCountsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetOnlineUids()
+	}
+	eventually(t, "b counts a's uids", func() bool { return counts(b) == uids })
+	for i := range uids {
+		a.c.SessionsChanged(fmt.Sprintf("u%05d", i), 0, time.Time{})
+	}
+	eventually(t, "b sees a's uids gone", func() bool { return counts(b) == 0 })
+}
+
+// TestRestartedNodeIsToldApart proves a node restarting under the same
+// name is not taken for its past self: the uids the old run held are
+// dropped, the new run's are learned.
+func TestRestartedNodeIsToldApart(t *testing.T) {
+	ns := startNATS(t, 0)
+	b := startNode(t, ns.ClientURL(), "b")
+	a := startNode(t, ns.ClientURL(), "a")
+	connect(t, a, "old")
+	eventually(t, "b sees old", func() bool { return onlineOn(b, "old", 1) })
+	// The old run dies without goodbye; a new one starts at once, under
+	// the same name, before the node timeout.
+	a.dialer.Cut()
+	a2 := startNode(t, ns.ClientURL(), "a")
+	connect(t, a2, "new")
+	eventually(t, "b sees new and not old", func() bool { return onlineOn(b, "new", 1) && onlineOn(b, "old", 0) })
+}
