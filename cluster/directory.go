@@ -76,3 +76,18 @@ func (d *directory) nodes(dst []string, uid, self string) []string {
 	}
 	return dst
 }
+
+// elsewhere returns uid's sessions on nodes other than self, the oldest
+// of them, and the node holding it.
+func (d *directory) elsewhere(uid, self string) (n int, oldest time.Time, node string) {
+	for _, h := range d.uids[uid] {
+		if h.node == self {
+			continue
+		}
+		n += h.n
+		if node == "" || h.since.Before(oldest) {
+			oldest, node = h.since, h.node
+		}
+	}
+	return n, oldest, node
+}

@@ -74,11 +74,12 @@ type node struct {
 	dialer  *cutter
 }
 
-// startNode starts a daemon named name joined to the NATS server at url.
-func startNode(t *testing.T, url, name string) *node {
+// startNode starts a daemon named name joined to the NATS server at url;
+// edit, if given, changes its configuration first.
+func startNode(t *testing.T, url, name string, edit ...func(*daemon.Config)) *node {
 	t.Helper()
 	dialer := &cutter{}
-	d, err := daemon.Start(daemon.Config{
+	cfg := daemon.Config{
 		GRPCAddr: "127.0.0.1:0",
 		HTTPAddr: "off",
 		Server: server.Options{
@@ -91,7 +92,11 @@ func startNode(t *testing.T, url, name string) *node {
 			Options: []nats.Option{nats.SetCustomDialer(dialer), nats.ReconnectWait(50 * time.Millisecond)},
 		},
 		Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, f := range edit {
+		f(&cfg)
+	}
+	d, err := daemon.Start(cfg)
 	if err != nil {
 		t.Fatalf("Start %s: %v", name, err)
 	}
@@ -114,10 +119,21 @@ func startNode(t *testing.T, url, name string) *node {
 // node knows every other.
 func startCluster(t *testing.T, names ...string) (*natsserver.Server, []*node) {
 	t.Helper()
+	return startClusterWith(t, nil, names...)
+}
+
+// startClusterWith is startCluster with every node's configuration
+// changed by edit.
+func startClusterWith(t *testing.T, edit func(*daemon.Config), names ...string) (*natsserver.Server, []*node) {
+	t.Helper()
 	ns := startNATS(t, 0)
 	var nodes []*node
 	for _, name := range names {
-		nodes = append(nodes, startNode(t, ns.ClientURL(), name))
+		if edit != nil {
+			nodes = append(nodes, startNode(t, ns.ClientURL(), name, edit))
+		} else {
+			nodes = append(nodes, startNode(t, ns.ClientURL(), name))
+		}
 	}
 	eventually(t, "every node knows the others", func() bool {
 		for _, n := range nodes {

@@ -122,6 +122,27 @@ func (n *Node) Kick(ctx context.Context, req *presencev1.KickRequest) (uint32, e
 	return kicked, err
 }
 
+// Elsewhere implements server.Cluster.
+func (n *Node) Elsewhere(uid string) (int, time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	count, oldest, _ := n.dir.elsewhere(uid, n.id)
+	return count, oldest
+}
+
+// ReplaceOldest implements server.Cluster: one request, to the node the
+// directory says holds the uid's oldest session.
+func (n *Node) ReplaceOldest(ctx context.Context, uid, msg string) error {
+	n.mu.Lock()
+	_, _, node := n.dir.elsewhere(uid, n.id)
+	n.mu.Unlock()
+	if node == "" {
+		return nil // gone meanwhile
+	}
+	var r reply
+	return n.request(ctx, node, opReplace, replaceReq{Uid: uid, Msg: msg}, n.cfg.RequestTimeout, &r)
+}
+
 // Sessions implements server.Cluster. Like every query it answers from
 // the last view when cut off: it fails only when that view names other
 // nodes holding the uid.
@@ -231,6 +252,13 @@ func (n *Node) serve(op string, data []byte) reply {
 			r.Sessions = append(r.Sessions, b)
 		}
 		return r
+	case opReplace:
+		var req replaceReq
+		if err := json.Unmarshal(data, &req); err != nil {
+			return fail(err)
+		}
+		n.local.ReplaceOldest(req.Uid, req.Msg)
+		return reply{}
 	case opSnapshot:
 		var req snapReq
 		if err := json.Unmarshal(data, &req); err != nil {

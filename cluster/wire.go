@@ -42,6 +42,7 @@ const (
 	opBcast    = "bcast"
 	opKick     = "kick"
 	opSessions = "sessions"
+	opReplace  = "replace"
 	opSnapshot = "snap"
 )
 
@@ -61,6 +62,11 @@ type kickReq struct {
 
 type sessionsReq struct {
 	Uid string `json:"uid"`
+}
+
+type replaceReq struct {
+	Uid string `json:"uid"`
+	Msg string `json:"msg"`
 }
 
 type snapReq struct {

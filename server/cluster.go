@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -50,6 +51,14 @@ type Cluster interface {
 	Broadcast(ctx context.Context, push *presencev1.Push) (uint32, error)
 	// Kick ends the uid's sessions (or the one named) on other nodes.
 	Kick(ctx context.Context, req *presencev1.KickRequest) (uint32, error)
+	// Elsewhere is uid's session count on the other nodes and the oldest
+	// of them, from the directory. Called under the uid's shard lock at
+	// Identify (the per-uid limit holds across the cluster); must not
+	// block.
+	Elsewhere(uid string) (sessions int, oldest time.Time)
+	// ReplaceOldest ends uid's oldest session on the other nodes with
+	// Goodbye REPLACED and msg.
+	ReplaceOldest(ctx context.Context, uid, msg string) error
 	// Sessions lists the uid's sessions on other nodes.
 	Sessions(ctx context.Context, uid string) ([]*presencev1.SessionInfo, error)
 	// Presence is uid's cluster-wide session count and oldest session.
@@ -101,6 +110,17 @@ func (l *Local) Broadcast(push *presencev1.Push) uint32 {
 
 // Kick ends uid's sessions here (or the one named) and returns how many.
 func (l *Local) Kick(req *presencev1.KickRequest) uint32 { return l.srv.kickLocal(req) }
+
+// ReplaceOldest ends uid's oldest session here with Goodbye REPLACED and
+// msg, and reports whether there was one.
+func (l *Local) ReplaceOldest(uid, msg string) bool {
+	ss := l.srv.reg.sessionsOf(uid)
+	if len(ss) == 0 {
+		return false
+	}
+	ss[0].end(&EndError{Reason: ReasonReplaced, Msg: msg})
+	return true
+}
 
 // Sessions lists uid's sessions here, oldest first.
 func (l *Local) Sessions(uid string) []*presencev1.SessionInfo {
@@ -248,4 +268,17 @@ func (srv *Server) pushToUidCluster(ctx context.Context, push *presencev1.Push, 
 		return r, status.Errorf(codes.Unavailable, "uid %q: %v", uid, rerr)
 	}
 	return r, nil
+}
+
+// replacedMsg is the Goodbye message of a session a newer one replaced
+// (the uid and the limit follow).
+const replacedMsg = "a newer session of uid %q replaced this one (the limit is %d sessions per uid); do not reconnect automatically"
+
+// replaceElsewhere ends the uid's oldest session, which is on another
+// node: a new session here took the uid past its limit.
+func (srv *Server) replaceElsewhere(ctx context.Context, uid string) {
+	msg := fmt.Sprintf(replacedMsg, uid, srv.opts.MaxSessionsPerUid)
+	if err := srv.opts.Cluster.ReplaceOldest(ctx, uid, msg); err != nil {
+		srv.log.Warn("could not replace the uid's oldest session on another node; the uid is over its session limit until one ends", "uid", uid, "err", err)
+	}
 }

@@ -80,7 +80,7 @@ func (srv *Server) Serve(conn Conn) error {
 		return srv.endStatus(nil, err)
 	}
 	defer srv.total.Add(-1)
-	replaced, refused := srv.join(s, id.resume)
+	replaced, elsewhere, refused := srv.join(s, id.resume)
 	if refused {
 		err := endf(ReasonLimit, "uid %q already has %d sessions, the limit; close one first", s.uid, srv.opts.MaxSessionsPerUid)
 		s.end(err)
@@ -88,7 +88,7 @@ func (srv *Server) Serve(conn Conn) error {
 	}
 	defer srv.reg.remove(s)
 	if replaced != nil {
-		replaced.end(endf(ReasonReplaced, "a newer session of uid %q replaced this one (the limit is %d sessions per uid); do not reconnect automatically", s.uid, srv.opts.MaxSessionsPerUid))
+		replaced.end(endf(ReasonReplaced, replacedMsg, s.uid, srv.opts.MaxSessionsPerUid))
 	}
 	if srv.isDraining() {
 		// Shutdown may have swept the registry before add; end here.
@@ -101,6 +101,9 @@ func (srv *Server) Serve(conn Conn) error {
 	close(s.identified)
 	srv.log.LogAttrs(ctx, slog.LevelInfo, "session started",
 		slog.String("session", s.id), slog.String("uid", s.uid), slog.Any("labels", s.labels))
+	if elsewhere {
+		srv.replaceElsewhere(ctx, s.uid)
+	}
 
 	<-ctx.Done()
 	cause := asEndError(context.Cause(ctx))
@@ -139,7 +142,7 @@ func (srv *Server) endStatus(s *session, cause *EndError) error {
 // step with respect to pushes: under bcastMu (so each broadcast reaches s
 // by replay or live, exactly once) and the uid's shard lock (the same for
 // the uid's pushes).
-func (srv *Server) join(s *session, resume *presencev1.ResumeFrom) (replaced *session, refused bool) {
+func (srv *Server) join(s *session, resume *presencev1.ResumeFrom) (replaced *session, elsewhere, refused bool) {
 	srv.bcastMu.Lock()
 	defer srv.bcastMu.Unlock()
 	bcastResult, bcastFrames := srv.resumeBroadcasts(resume)

@@ -62,10 +62,11 @@ func (r *registry) shard(uid string) *shard {
 // add registers s under its uid, keeping the uid's sessions oldest first,
 // and calls joined with the uid's entry under the shard lock (so no push
 // to the uid can come between: joined queues Identified and the replay).
-// When the uid already has max sessions, policy decides: ReplaceOldest
-// registers s and returns the oldest session for the caller to end;
+// When the uid already has max sessions (in the cluster, with one),
+// policy decides: ReplaceOldest registers s and returns the oldest session
+// for the caller to end, or elsewhere when the oldest is on another node;
 // RefuseNewest does not register s and returns refused.
-func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEntry)) (replaced *session, refused bool) {
+func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEntry)) (replaced *session, elsewhere, refused bool) {
 	sh := r.shard(s.uid)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -74,17 +75,26 @@ func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEn
 		e = &uidEntry{epoch: newEpoch()}
 		sh.uids[s.uid] = e
 	}
-	if len(e.sessions) >= max {
+	var others int
+	var othersOldest time.Time
+	if r.cluster != nil {
+		others, othersOldest = r.cluster.Elsewhere(s.uid)
+	}
+	if len(e.sessions)+others >= max {
 		if policy == RefuseNewest {
 			if e.gone() {
 				delete(sh.uids, s.uid)
 			}
-			return nil, true
+			return nil, false, true
 		}
-		replaced = e.sessions[0]
-		e.sessions = slices.Delete(e.sessions, 0, 1)
-		sh.sessions--
-		r.events.ended(replaced, false, s.connectedAt)
+		if len(e.sessions) > 0 && (others == 0 || !e.sessions[0].connectedAt.After(othersOldest)) {
+			replaced = e.sessions[0]
+			e.sessions = slices.Delete(e.sessions, 0, 1)
+			sh.sessions--
+			r.events.ended(replaced, false, s.connectedAt)
+		} else {
+			elsewhere = true
+		}
 	}
 	if len(e.sessions) == 0 {
 		sh.online++
@@ -98,7 +108,7 @@ func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEn
 	if joined != nil {
 		joined(e)
 	}
-	return replaced, false
+	return replaced, elsewhere, false
 }
 
 // remove unregisters s; the uid goes when its last session does.

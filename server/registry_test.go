@@ -48,7 +48,7 @@ func TestRegistryCounts(t *testing.T) {
 		if i%3 == 0 {
 			policy = RefuseNewest
 		}
-		if _, refused := r.add(s, 4, policy, nil); !refused {
+		if _, _, refused := r.add(s, 4, policy, nil); !refused {
 			live = append(live, s)
 		}
 		if i%5 == 0 && len(live) > 0 { // some go, including ones already replaced
