@@ -3,9 +3,12 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/presence-dev/presence/daemon"
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
 
@@ -52,4 +55,57 @@ func TestRestartedNodeIsToldApart(t *testing.T) {
 	a2 := startNode(t, ns.ClientURL(), "a")
 	connect(t, a2, "new")
 	eventually(t, "b sees new and not old", func() bool { return onlineOn(b, "new", 1) && onlineOn(b, "old", 0) })
+}
+
+// TestDirectoriesConverge proves that after sessions churn across three
+// nodes (the same uids connecting and leaving on different nodes, quickly)
+// every node's directory agrees with the truth: per uid session counts,
+// online uids and sessions.
+func TestDirectoriesConverge(t *testing.T) {
+	// No per-uid limit in the way: no session is replaced.
+	_, nodes := startClusterWith(t, func(c *daemon.Config) { c.Server.MaxSessionsPerUid = 1000 }, "a", "b", "c")
+	rng := rand.New(rand.NewPCG(1, 2))
+	const nuids = 20
+	uid := func(i int) string { return fmt.Sprintf("u%02d", i) }
+	type open struct {
+		c   *client
+		uid int
+	}
+	var live []open
+	for range 300 {
+		i := rng.IntN(nuids)
+		live = append(live, open{connect(t, nodes[rng.IntN(len(nodes))], uid(i)), i})
+		if rng.IntN(2) == 0 {
+			k := rng.IntN(len(live))
+			live[k].c.close()
+			live = slices.Delete(live, k, k+1)
+		}
+	}
+	want := make([]uint32, nuids)
+	online := 0
+	for _, o := range live {
+		if want[o.uid] == 0 {
+			online++
+		}
+		want[o.uid]++
+	}
+	var uids []string
+	for i := range nuids {
+		uids = append(uids, uid(i))
+	}
+	for _, n := range nodes {
+		eventually(t, n.c.ID()+" agrees with the truth", func() bool {
+			r, err := n.backend.BatchGetPresence(context.Background(), &presencev1.BatchGetPresenceRequest{Uids: uids})
+			if err != nil {
+				return false
+			}
+			for i, p := range r.GetPresences() {
+				if p.GetSessionCount() != want[i] {
+					return false
+				}
+			}
+			c, err := n.backend.GetCounts(context.Background(), &presencev1.GetCountsRequest{})
+			return err == nil && c.GetOnlineUids() == uint64(online) && c.GetSessions() == uint64(len(live))
+		})
+	}
 }
