@@ -83,7 +83,7 @@ EOF
 fi
 
 # -check: a client on a, a push through c, presence through b.
-ctl --addr 127.0.0.1:9091 watch --uid alice >"$dir/watch.log" 2>&1 &
+"$dir/presencectl" --addr 127.0.0.1:9091 watch --uid alice >"$dir/watch.log" 2>&1 &
 watch=$!
 pids+=($watch)
 for _ in $(seq 100); do
