@@ -42,4 +42,14 @@
 //
 // Locks: registry shard locks are taken before session locks and never
 // around I/O. See registry.go.
+//
+// # Many nodes
+//
+// Options.Cluster (nil by default: one node, nothing else runs) makes the
+// server one node of several. The registry tells the Cluster every change
+// of a uid's local session count, under the uid's shard lock; pushes,
+// kicks and presence queries ask it for what other nodes hold; and it, not
+// the local registry, says when a uid comes online or goes offline for
+// watchers. See cluster.go, package cluster (over NATS) and
+// docs/cluster.md.
 package server
