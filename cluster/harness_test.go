@@ -47,7 +47,7 @@ const (
 
 // startNATS runs an embedded NATS server on a loopback port; port 0 picks
 // one.
-func startNATS(t *testing.T, port int) *natsserver.Server {
+func startNATS(t testing.TB, port int) *natsserver.Server {
 	t.Helper()
 	if port == 0 {
 		port = -1
@@ -76,7 +76,7 @@ type node struct {
 
 // startNode starts a daemon named name joined to the NATS server at url;
 // edit, if given, changes its configuration first.
-func startNode(t *testing.T, url, name string, edit ...func(*daemon.Config)) *node {
+func startNode(t testing.TB, url, name string, edit ...func(*daemon.Config)) *node {
 	t.Helper()
 	dialer := &cutter{}
 	cfg := daemon.Config{
@@ -117,14 +117,14 @@ func startNode(t *testing.T, url, name string, edit ...func(*daemon.Config)) *no
 
 // startCluster starts a NATS server and n nodes, and waits until every
 // node knows every other.
-func startCluster(t *testing.T, names ...string) (*natsserver.Server, []*node) {
+func startCluster(t testing.TB, names ...string) (*natsserver.Server, []*node) {
 	t.Helper()
 	return startClusterWith(t, nil, names...)
 }
 
 // startClusterWith is startCluster with every node's configuration
 // changed by edit.
-func startClusterWith(t *testing.T, edit func(*daemon.Config), names ...string) (*natsserver.Server, []*node) {
+func startClusterWith(t testing.TB, edit func(*daemon.Config), names ...string) (*natsserver.Server, []*node) {
 	t.Helper()
 	ns := startNATS(t, 0)
 	var nodes []*node
@@ -147,7 +147,7 @@ func startClusterWith(t *testing.T, edit func(*daemon.Config), names ...string) 
 }
 
 // eventually polls cond every 5 ms for up to 5 s.
-func eventually(t *testing.T, what string, cond func() bool) time.Duration {
+func eventually(t testing.TB, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < 5*time.Second {
@@ -207,7 +207,7 @@ type client struct {
 }
 
 // connect opens a stream to n and identifies as uid.
-func connect(t *testing.T, n *node, uid string) *client {
+func connect(t testing.TB, n *node, uid string) *client {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := presencev1.NewPresenceServiceClient(n.cc).Connect(ctx)
@@ -242,7 +242,7 @@ func connect(t *testing.T, n *node, uid string) *client {
 // close hangs up and waits for the reader.
 func (c *client) close() { c.cancel(); <-c.done }
 
-func (c *client) next(t *testing.T) *presencev1.ConnectResponse {
+func (c *client) next(t testing.TB) *presencev1.ConnectResponse {
 	t.Helper()
 	select {
 	case f := <-c.frames:
@@ -262,7 +262,7 @@ func (c *client) next(t *testing.T) *presencev1.ConnectResponse {
 }
 
 // push waits for the next push and returns its text.
-func (c *client) push(t *testing.T) string {
+func (c *client) push(t testing.TB) string {
 	t.Helper()
 	for {
 		f := c.next(t)
