@@ -126,6 +126,11 @@ func (c Config) natsOptions(n *Node) []nats.Option {
 		nats.Name("presenced " + c.Name),
 		nats.NoEcho(),
 		nats.MaxReconnects(-1),
+		// No buffering while reconnecting: a push request held back would
+		// be delivered after its caller was told UNAVAILABLE. Gossip
+		// published meanwhile is lost instead, and repaired by a snapshot
+		// once the heartbeats show the gap.
+		nats.ReconnectBufSize(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
 		nats.DisconnectErrHandler(n.disconnected),
 		nats.ReconnectHandler(n.reconnected),

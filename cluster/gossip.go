@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -180,7 +181,11 @@ func (n *Node) request(ctx context.Context, id, op string, body any, timeout tim
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	m, err := n.nc.RequestWithContext(ctx, n.subject(id, op), b)
+	msg := nats.NewMsg(n.subject(id, op))
+	msg.Data = b
+	deadline, _ := ctx.Deadline()
+	msg.Header.Set(hdrDeadline, strconv.FormatInt(deadline.UnixNano(), 10))
+	m, err := n.nc.RequestMsgWithContext(ctx, msg)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("node %s does not answer (gone from NATS)", id)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -191,8 +192,18 @@ func (n *Node) onRequest(m *nats.Msg) {
 	go func() {
 		defer n.work.Done()
 		defer func() { <-n.slots }()
+		if late(m) {
+			respond(m, reply{Err: "the request arrived after its deadline; nothing was done"})
+			return
+		}
 		respond(m, n.serve(op, m.Data))
 	}()
+}
+
+// late reports whether m's deadline has passed.
+func late(m *nats.Msg) bool {
+	ns, err := strconv.ParseInt(m.Header.Get(hdrDeadline), 10, 64)
+	return err == nil && time.Now().UnixNano() > ns
 }
 
 func respond(m *nats.Msg, r reply) {

@@ -36,6 +36,11 @@ type change struct {
 	Since int64  `json:"t,omitempty"`
 }
 
+// hdrDeadline carries a request's deadline (Unix nanoseconds): a node
+// that gets a request after it does nothing, since its caller has already
+// answered its own caller (the nodes' clocks are assumed NTP-close).
+const hdrDeadline = "Presence-Deadline"
+
 // Requests to one node, on <prefix>.node.<id>.<op>.
 const (
 	opPush     = "push"
