@@ -76,6 +76,14 @@ func (n *Node) onGossip(m *nats.Msg) {
 			need = g.Seq > p.seq
 		}
 	}
+	if need && time.Since(p.tried) < n.cfg.Heartbeat {
+		// A fetch just failed: wait for a heartbeat before the next, so
+		// a node that cannot answer does not stall everyone's gossip.
+		need = false
+	}
+	if need {
+		p.tried = time.Now()
+	}
 	n.mu.Unlock()
 	if need {
 		n.resync(g.Node, g.Inc)

@@ -65,6 +65,7 @@ type peer struct {
 	seq     uint64 // its last change applied here
 	synced  bool   // a snapshot was applied; seq means something
 	heard   time.Time
+	tried   time.Time           // last snapshot fetch started; at most one a heartbeat
 	uids    map[string]struct{} // the uids it holds, to drop if it dies
 }
 
