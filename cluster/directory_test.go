@@ -10,6 +10,7 @@ import (
 
 	"github.com/presence-dev/presence/daemon"
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+	"github.com/presence-dev/presence/server"
 )
 
 // TestLateNodeLearnsTheCluster proves a node joining a cluster that
@@ -23,7 +24,7 @@ func TestLateNodeLearnsTheCluster(t *testing.T) {
 	const uids = 5000 // two and a half snapshot pages, ten gossip batches
 	now := time.Now()
 	for i := range uids {
-		a.c.SessionsChanged(fmt.Sprintf("u%05d", i), 1, now)
+		a.c.SessionsChanged(server.SessionChange{Uid: fmt.Sprintf("u%05d", i), SessionID: "s", Started: true, At: now, Sessions: 1, Since: now})
 	}
 	b := startNode(t, ns.ClientURL(), "b")
 	counts := func(n *node) uint64 {
@@ -35,7 +36,7 @@ func TestLateNodeLearnsTheCluster(t *testing.T) {
 	}
 	eventually(t, "b counts a's uids", func() bool { return counts(b) == uids })
 	for i := range uids {
-		a.c.SessionsChanged(fmt.Sprintf("u%05d", i), 0, time.Time{})
+		a.c.SessionsChanged(server.SessionChange{Uid: fmt.Sprintf("u%05d", i), SessionID: "s", At: now})
 	}
 	eventually(t, "b sees a's uids gone", func() bool { return counts(b) == 0 })
 }

@@ -163,18 +163,22 @@ func (n *Node) subject(id, op string) string { return n.cfg.Prefix + ".node." + 
 // SessionsChanged implements server.Cluster: record, apply to the
 // directory at once (so this node's queries see its own sessions), and
 // leave the change in the outbox for the loop to publish.
-func (n *Node) SessionsChanged(uid string, count int, since time.Time) {
+func (n *Node) SessionsChanged(sc server.SessionChange) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return
 	}
-	c := change{Uid: uid, N: count}
-	if count > 0 {
-		c.Since = since.UnixNano()
-		n.mine[uid] = c
+	c := change{Uid: sc.Uid, N: sc.Sessions}
+	if c.N > 0 {
+		c.Since = sc.Since.UnixNano()
+		n.mine[c.Uid] = c
 	} else {
-		delete(n.mine, uid)
+		delete(n.mine, c.Uid)
+	}
+	c.Ev, c.Session, c.Labels, c.At = evEnded, sc.SessionID, sc.Labels, sc.At.UnixNano()
+	if sc.Started {
+		c.Ev = evStarted
 	}
 	n.seq++
 	if len(n.outbox) >= maxOutbox {
@@ -191,15 +195,21 @@ func (n *Node) SessionsChanged(uid string, count int, since time.Time) {
 }
 
 // applyLocked applies one change of node to the directory and tells the
-// server when a uid comes online or goes offline in the cluster.
+// server when a uid comes online or goes offline in the cluster, and of
+// another node's session events (ONLINE before the first session's
+// start, OFFLINE after the last one's end, as on one node).
 func (n *Node) applyLocked(node string, c change) {
-	if node != n.id {
+	remote := node != n.id
+	if remote {
 		p := n.peers[node]
 		if c.N > 0 {
 			p.uids[c.Uid] = struct{}{}
 		} else {
 			delete(p.uids, c.Uid)
 		}
+	}
+	if remote && c.Ev == evEnded {
+		n.local.SessionEvent(c.Uid, c.Session, nil, false, time.Unix(0, c.At))
 	}
 	var since time.Time
 	if c.N > 0 {
@@ -210,7 +220,14 @@ func (n *Node) applyLocked(node string, c change) {
 		_, first := n.dir.presence(c.Uid)
 		n.local.Online(c.Uid, first)
 	case -1:
-		n.local.Offline(c.Uid, time.Now())
+		at := time.Now()
+		if c.At != 0 {
+			at = time.Unix(0, c.At)
+		}
+		n.local.Offline(c.Uid, at)
+	}
+	if remote && c.Ev == evStarted {
+		n.local.SessionEvent(c.Uid, c.Session, c.Labels, true, time.Unix(0, c.At))
 	}
 }
 

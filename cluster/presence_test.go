@@ -59,11 +59,12 @@ func TestPresenceIsClusterWide(t *testing.T) {
 	}
 }
 
-// watch opens WatchPresence on n and returns its events.
-func watch(t *testing.T, n *node) <-chan *presencev1.WatchPresenceResponse {
+// watch opens WatchPresence on n and returns its events; sessions asks
+// for session events too.
+func watch(t *testing.T, n *node, sessions ...bool) <-chan *presencev1.WatchPresenceResponse {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := n.backend.WatchPresence(ctx, &presencev1.WatchPresenceRequest{})
+	stream, err := n.backend.WatchPresence(ctx, &presencev1.WatchPresenceRequest{IncludeSessions: len(sessions) > 0 && sessions[0]})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -134,5 +135,31 @@ func TestWatchAcrossNodesWithoutFlapping(t *testing.T) {
 	ev := nextEvent(t, events, grace+time.Second)
 	if ev.GetType() != presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_OFFLINE || ev.GetUid() != "alice" {
 		t.Fatalf("event %v; want OFFLINE alice", ev)
+	}
+}
+
+// TestWatchSessionEventsAcrossNodes proves a watcher asking for session
+// events sees another node's sessions start and end, in order around
+// ONLINE and OFFLINE, with the session's id.
+func TestWatchSessionEventsAcrossNodes(t *testing.T) {
+	_, nodes := startCluster(t, "a", "b")
+	a, b := nodes[0], nodes[1]
+	events := watch(t, b, true)
+	alice := connect(t, a, "alice")
+	alice.close()
+	type want struct {
+		typ     presencev1.PresenceEventType
+		session string
+	}
+	for _, w := range []want{
+		{presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_ONLINE, ""},
+		{presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_STARTED, alice.id},
+		{presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_ENDED, alice.id},
+		{presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_OFFLINE, ""},
+	} {
+		ev := nextEvent(t, events, grace+time.Second)
+		if ev.GetType() != w.typ || ev.GetUid() != "alice" || ev.GetSessionId() != w.session {
+			t.Fatalf("event %v; want %v alice %q", ev, w.typ, w.session)
+		}
 	}
 }

@@ -30,11 +30,24 @@ type gossip struct {
 // change says a node now holds N sessions of Uid (0: none), the oldest
 // since Since (Unix nanoseconds). Changes are absolute, so applying one
 // twice is harmless: a snapshot and the events after it may overlap.
+// Gossip (not snapshots) also says which session started or ended, for
+// watchers that ask for session events; those are not repeated by a
+// snapshot.
 type change struct {
 	Uid   string `json:"u"`
 	N     int    `json:"n"`
 	Since int64  `json:"t,omitempty"`
+
+	Ev      int8              `json:"e,omitempty"` // evStarted, evEnded, or none
+	Session string            `json:"s,omitempty"`
+	Labels  map[string]string `json:"l,omitempty"`
+	At      int64             `json:"a,omitempty"` // Unix nanoseconds
 }
+
+const (
+	evStarted int8 = 1
+	evEnded   int8 = 2
+)
 
 // hdrDeadline carries a request's deadline (Unix nanoseconds): a node
 // that gets a request after it does nothing, since its caller has already

@@ -35,10 +35,10 @@ import (
 type Cluster interface {
 	// Attach is called once, by New, before any session exists.
 	Attach(local *Local) error
-	// SessionsChanged says uid now has n sessions on this node (0: none),
-	// the oldest since since. Called under the uid's shard lock, in the
-	// order the changes happened; it must not block.
-	SessionsChanged(uid string, n int, since time.Time)
+	// SessionsChanged says a session of this node started or ended. Called
+	// under the uid's shard lock, in the order the changes happened; it
+	// must not block.
+	SessionsChanged(c SessionChange)
 	// SendToUid queues push to uid's sessions on the other nodes.
 	// ackTimeout > 0 waits for their acks as Local.SendToUid does. An
 	// error says some node holding the uid could not be reached (the
@@ -70,6 +70,19 @@ type Cluster interface {
 	// Close leaves the cluster (other nodes drop this node's uids at once)
 	// and stops everything Attach started. Called by Shutdown and Close.
 	Close()
+}
+
+// SessionChange is one session starting or ending on this node.
+type SessionChange struct {
+	Uid       string
+	SessionID string
+	Labels    map[string]string // of a session that started
+	Started   bool              // else ended
+	At        time.Time
+	// Sessions is the uid's session count on this node after the change,
+	// Since its oldest session's start (zero when Sessions is 0).
+	Sessions int
+	Since    time.Time
 }
 
 // ErrClusterUnreachable says this node is cut off from the cluster and
@@ -125,6 +138,12 @@ func (l *Local) ReplaceOldest(uid, msg string) bool {
 // Sessions lists uid's sessions here, oldest first.
 func (l *Local) Sessions(uid string) []*presencev1.SessionInfo {
 	return sessionInfos(l.srv.reg.sessionsOf(uid))
+}
+
+// SessionEvent tells watchers (those asking for session events) that a
+// session of uid on another node started or ended.
+func (l *Local) SessionEvent(uid, sessionID string, labels map[string]string, started bool, at time.Time) {
+	l.srv.pres.sessionEvent(uid, sessionID, labels, started, at)
 }
 
 // Online says uid has a session somewhere in the cluster again (since:

@@ -64,6 +64,17 @@ func (p *presence) ended(s *session, last bool, now time.Time) {
 	}
 }
 
+// sessionEvent reports a session of another node (cluster mode).
+func (p *presence) sessionEvent(uid, id string, labels map[string]string, started bool, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if started {
+		p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_STARTED, uid, id, labels, at)
+		return
+	}
+	p.emitLocked(presencev1.PresenceEventType_PRESENCE_EVENT_TYPE_SESSION_ENDED, uid, id, nil, at)
+}
+
 // up says uid has a session again (cluster mode).
 func (p *presence) up(uid string, at time.Time) {
 	p.mu.Lock()

@@ -92,6 +92,7 @@ func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEn
 			e.sessions = slices.Delete(e.sessions, 0, 1)
 			sh.sessions--
 			r.events.ended(replaced, false, s.connectedAt)
+			r.changed(replaced, e, false, s.connectedAt)
 		} else {
 			elsewhere = true
 		}
@@ -101,9 +102,7 @@ func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEn
 	}
 	e.sessions = append(e.sessions, s)
 	sh.sessions++
-	if r.cluster != nil {
-		r.cluster.SessionsChanged(s.uid, len(e.sessions), e.sessions[0].connectedAt)
-	}
+	r.changed(s, e, true, s.connectedAt)
 	r.events.started(s, len(e.sessions) == 1)
 	if joined != nil {
 		joined(e)
@@ -132,14 +131,25 @@ func (r *registry) remove(s *session) {
 	if e.gone() {
 		delete(sh.uids, s.uid)
 	}
-	r.events.ended(s, len(e.sessions) == 0, time.Now())
-	if r.cluster != nil {
-		var since time.Time
-		if len(e.sessions) > 0 {
-			since = e.sessions[0].connectedAt
-		}
-		r.cluster.SessionsChanged(s.uid, len(e.sessions), since)
+	now := time.Now()
+	r.events.ended(s, len(e.sessions) == 0, now)
+	r.changed(s, e, false, now)
+}
+
+// changed tells the cluster, if any, that s started or ended; e is its
+// uid's entry after the change. Called under the uid's shard lock.
+func (r *registry) changed(s *session, e *uidEntry, started bool, at time.Time) {
+	if r.cluster == nil {
+		return
 	}
+	c := SessionChange{Uid: s.uid, SessionID: s.id, Started: started, At: at, Sessions: len(e.sessions)}
+	if started {
+		c.Labels = s.labels
+	}
+	if len(e.sessions) > 0 {
+		c.Since = e.sessions[0].connectedAt
+	}
+	r.cluster.SessionsChanged(c)
 }
 
 // withUid calls f with the uid's entry under the uid's shard lock. When
