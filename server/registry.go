@@ -91,6 +91,9 @@ func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEn
 			replaced = e.sessions[0]
 			e.sessions = slices.Delete(e.sessions, 0, 1)
 			sh.sessions--
+			if len(e.sessions) == 0 {
+				sh.online-- // counted again below, as s joins
+			}
 			r.events.ended(replaced, false, s.connectedAt)
 			r.changed(replaced, e, false, s.connectedAt)
 		} else {

@@ -48,7 +48,11 @@ func TestRegistryCounts(t *testing.T) {
 		if i%3 == 0 {
 			policy = RefuseNewest
 		}
-		if _, _, refused := r.add(s, 4, policy, nil); !refused {
+		max := 4
+		if i%2 == 0 {
+			max = 1 // replacing a uid's only session
+		}
+		if _, _, refused := r.add(s, max, policy, nil); !refused {
 			live = append(live, s)
 		}
 		if i%5 == 0 && len(live) > 0 { // some go, including ones already replaced
