@@ -43,27 +43,31 @@ func (srv *Server) SendToUid(ctx context.Context, req *presencev1.SendToUidReque
 	send := func() (*presencev1.SendToUidResponse, error) {
 		return srv.sendToUid(ctx, req.GetUid(), push, storeFor, ackTimeout)
 	}
-	if req.GetIdempotencyKey() == "" {
-		return send()
-	}
-	if err := validateIdempotencyKey(req.GetIdempotencyKey()); err != nil {
-		return nil, err
-	}
-	resp, dup, err := srv.idem.do(ctx, "SendToUid", req.GetIdempotencyKey(), req, func() (proto.Message, error) { return send() })
-	if err != nil {
-		return nil, err
-	}
-	return answer(resp.(*presencev1.SendToUidResponse), dup, func(r *presencev1.SendToUidResponse) { r.Duplicate = true }), nil
+	return idempotent(ctx, srv, "SendToUid", req.GetIdempotencyKey(), req, send, func(r *presencev1.SendToUidResponse) { r.Duplicate = true })
 }
 
-// answer returns resp, or a copy marked duplicate for a retry.
-func answer[T proto.Message](resp T, dup bool, mark func(T)) T {
-	if !dup {
-		return resp
+// idempotent runs send, once per idempotency key within the window when
+// the request has one (see idempotency.do), and answers a retry with a
+// copy of the first answer that mark sets duplicate on.
+func idempotent[T proto.Message](ctx context.Context, srv *Server, method, key string, req proto.Message, send func() (T, error), mark func(T)) (T, error) {
+	var none T
+	if key == "" {
+		return send()
 	}
-	c := proto.CloneOf(resp)
+	if err := validateIdempotencyKey(key); err != nil {
+		return none, err
+	}
+	resp, dup, err := srv.idem.do(ctx, method, key, req, func() (proto.Message, error) { return send() })
+	if err != nil {
+		return none, err
+	}
+	first := resp.(T)
+	if !dup {
+		return first, nil
+	}
+	c := proto.CloneOf(first)
 	mark(c)
-	return c
+	return c, nil
 }
 
 func (srv *Server) sendToUid(ctx context.Context, uid string, push *presencev1.Push, storeFor, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
@@ -211,17 +215,7 @@ func (srv *Server) SendToUids(ctx context.Context, req *presencev1.SendToUidsReq
 		}
 		return resp, nil
 	}
-	if req.GetIdempotencyKey() == "" {
-		return send()
-	}
-	if err := validateIdempotencyKey(req.GetIdempotencyKey()); err != nil {
-		return nil, err
-	}
-	resp, dup, err := srv.idem.do(ctx, "SendToUids", req.GetIdempotencyKey(), req, func() (proto.Message, error) { return send() })
-	if err != nil {
-		return nil, err
-	}
-	return answer(resp.(*presencev1.SendToUidsResponse), dup, func(r *presencev1.SendToUidsResponse) { r.Duplicate = true }), nil
+	return idempotent(ctx, srv, "SendToUids", req.GetIdempotencyKey(), req, send, func(r *presencev1.SendToUidsResponse) { r.Duplicate = true })
 }
 
 // Broadcast implements BackendService.Broadcast: one push, encoded once,
@@ -245,17 +239,7 @@ func (srv *Server) Broadcast(ctx context.Context, req *presencev1.BroadcastReque
 			PushId: push.Id, Seq: push.Seq, Delivered: delivered, SentAt: push.SentAt, Epoch: push.Epoch,
 		}, nil
 	}
-	if req.GetIdempotencyKey() == "" {
-		return send()
-	}
-	if err := validateIdempotencyKey(req.GetIdempotencyKey()); err != nil {
-		return nil, err
-	}
-	resp, dup, err := srv.idem.do(ctx, "Broadcast", req.GetIdempotencyKey(), req, func() (proto.Message, error) { return send() })
-	if err != nil {
-		return nil, err
-	}
-	return answer(resp.(*presencev1.BroadcastResponse), dup, func(r *presencev1.BroadcastResponse) { r.Duplicate = true }), nil
+	return idempotent(ctx, srv, "Broadcast", req.GetIdempotencyKey(), req, send, func(r *presencev1.BroadcastResponse) { r.Duplicate = true })
 }
 
 // broadcast numbers push, keeps it, and queues it to every session. It
