@@ -31,15 +31,7 @@ GRPC=127.0.0.1:19090
 HTTP=127.0.0.1:19080
 
 BIN=$(mktemp -d)
-SRV=""
-cleanup() {
-	if [[ -n "$SRV" ]] && kill -0 "$SRV" 2>/dev/null; then
-		kill -TERM "$SRV" 2>/dev/null || true
-		wait "$SRV" 2>/dev/null || true
-	fi
-	rm -rf "$BIN"
-}
-trap cleanup EXIT
+source bench/lib.sh
 
 before_rev=$(git rev-parse --short "$BEFORE")
 after_rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server daemon cmd/presenced || echo '+modified')"
@@ -52,10 +44,7 @@ go build -o "$BIN/presencebench" ./cmd/presencebench
 mkdir -p "$OUT"
 ulimit -n 20000
 
-if curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1; then
-	echo "something already serves $HTTP; stop it first" >&2
-	exit 1
-fi
+require_free_port
 {
 	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "before: $before_rev ($BEFORE)"
@@ -68,49 +57,6 @@ fi
 	echo "tool:   taskset -c $TOOL_CPU presencebench ..."
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt"
-
-busy_cores() {
-	local a b
-	a=($(head -1 /proc/stat))
-	sleep 1
-	b=($(head -1 /proc/stat))
-	echo $(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
-}
-
-wait_quiet() {
-	local i
-	for ((i = 0; i < QUIET_WAIT; i++)); do
-		(($(busy_cores) <= 25)) && return 0
-	done
-	echo "   (machine still busy; running anyway: the report records it)"
-}
-
-start_server() {
-	local bin=$1
-	shift
-	taskset -c "$SERVER_CPU" "$bin" --grpc-addr "$GRPC" --http-addr "$HTTP" "$@" >"$BIN/presenced.log" 2>&1 &
-	SRV=$!
-	local i
-	for ((i = 0; i < 100; i++)); do
-		curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	echo "presenced did not come up:" >&2
-	tail -20 "$BIN/presenced.log" >&2
-	exit 1
-}
-
-stop_server() {
-	kill -TERM "$SRV"
-	local i
-	for ((i = 0; i < 200; i++)); do
-		kill -0 "$SRV" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$SRV" 2>/dev/null || true
-	wait "$SRV" 2>/dev/null || true
-	SRV=""
-}
 
 # bench VARIANT SCENARIO ROUND -- BENCH_FLAGS
 bench() {

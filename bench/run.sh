@@ -31,15 +31,7 @@ GRPC=127.0.0.1:19090
 HTTP=127.0.0.1:19080
 
 BIN=$(mktemp -d)
-SRV=""
-cleanup() {
-	if [[ -n "$SRV" ]] && kill -0 "$SRV" 2>/dev/null; then
-		kill -TERM "$SRV" 2>/dev/null || true
-		wait "$SRV" 2>/dev/null || true
-	fi
-	rm -rf "$BIN"
-}
-trap cleanup EXIT
+source bench/lib.sh
 
 echo "== build"
 go build -o "$BIN/presenced" ./cmd/presenced
@@ -49,10 +41,7 @@ mkdir -p "$OUT"
 # One server holds a connection per session: raise the open-file limit.
 ulimit -n 20000
 
-if curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1; then
-	echo "something already serves $HTTP; stop it first" >&2
-	exit 1
-fi
+require_free_port
 
 {
 	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -71,51 +60,6 @@ fi
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt"
 
-# busy_cores prints how many cores all processes used over the last second.
-busy_cores() {
-	local a b
-	a=($(head -1 /proc/stat))
-	sleep 1
-	b=($(head -1 /proc/stat))
-	local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
-	echo "$busy"
-}
-
-# wait_quiet waits (at most QUIET_WAIT s) until the machine is nearly idle.
-wait_quiet() {
-	local i
-	for ((i = 0; i < QUIET_WAIT; i++)); do
-		(($(busy_cores) <= 25)) && return 0 # <= 0.25 cores in jiffies/s
-	done
-	echo "   (machine still busy; running anyway: the report records it)"
-}
-
-# start_server starts a fresh presenced with the given extra flags.
-start_server() {
-	taskset -c "$SERVER_CPU" "$BIN/presenced" --grpc-addr "$GRPC" --http-addr "$HTTP" "$@" >"$BIN/presenced.log" 2>&1 &
-	SRV=$!
-	local i
-	for ((i = 0; i < 100; i++)); do
-		curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	echo "presenced did not come up:" >&2
-	tail -20 "$BIN/presenced.log" >&2
-	exit 1
-}
-
-stop_server() {
-	kill -TERM "$SRV"
-	local i
-	for ((i = 0; i < 200; i++)); do
-		kill -0 "$SRV" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$SRV" 2>/dev/null || true
-	wait "$SRV" 2>/dev/null || true
-	SRV=""
-}
-
 # bench NAME ROUND SERVER_FLAGS -- BENCH_FLAGS
 bench() {
 	local name=$1 round=$2
@@ -128,7 +72,7 @@ bench() {
 	shift
 	wait_quiet
 	echo "== $name round $round: presenced ${srvflags[*]:-} / presencebench $*"
-	start_server "${srvflags[@]}"
+	start_server "$BIN/presenced" "${srvflags[@]}"
 	local rc=0
 	taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
 		--label "default#$round" --out "$OUT/$name-$round.json" "$@" >"$OUT/$name-$round.txt" || rc=$?
