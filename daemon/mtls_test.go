@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/presence-dev/presence/auth"
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
 
@@ -81,22 +80,7 @@ func TestBackendMutualTLS(t *testing.T) {
 	good, wrong := ca.client(t, "backend"), other.client(t, "intruder")
 
 	// A client session on the public listener: TLS, no client certificate.
-	cc, err := grpc.NewClient(d.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, _ := auth.MintHS256(testSecret, "alice", time.Hour, "", "")
-	stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Token: token}}})
-	if f, err := stream.Recv(); err != nil || f.GetIdentified() == nil {
-		t.Fatalf("client on the public listener: %v, %v", f, err)
-	}
+	stream := connectTLS(t, d.GRPCAddr(), pool, "alice")
 
 	sendGRPC := func(cert *tls.Certificate) error {
 		cfg := &tls.Config{RootCAs: pool}

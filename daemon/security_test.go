@@ -261,28 +261,36 @@ func writeCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	return certFile, keyFile, pool
 }
 
+// connectTLS opens a Connect stream over TLS (trusting pool, no client
+// certificate) and identifies as uid with a token; cleanup closes it.
+func connectTLS(t *testing.T, addr string, pool *x509.CertPool, uid string) presencev1.PresenceService_ConnectClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, _ := auth.MintHS256(testSecret, uid, time.Hour, "", "")
+	stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Token: token}}})
+	if f, err := stream.Recv(); err != nil || f.GetIdentified().GetUid() != uid {
+		t.Fatalf("Identify over TLS = %v, %v", f, err)
+	}
+	return stream
+}
+
 // TestTLS proves both listeners serve TLS with the given certificate: a
 // gRPC client identifies and a REST push through the gateway (which dials
 // gRPC over TLS) reaches it; plaintext is refused.
 func TestTLS(t *testing.T) {
 	certFile, keyFile, pool := writeCert(t)
 	d := secured(t, func(c *Config) { c.TLSCertFile, c.TLSKeyFile = certFile, keyFile })
-	cc, err := grpc.NewClient(d.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, _ := auth.MintHS256(testSecret, "alice", time.Hour, "", "")
-	stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Token: token}}})
-	if f, err := stream.Recv(); err != nil || f.GetIdentified().GetUid() != "alice" {
-		t.Fatalf("Identify over TLS = %v, %v", f, err)
-	}
+	stream := connectTLS(t, d.GRPCAddr(), pool, "alice")
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	defer hc.CloseIdleConnections()
 	req, _ := http.NewRequest("POST", "https://"+d.HTTPAddr()+"/v1/uids/alice/messages", strings.NewReader(`{"data":"tls"}`))
