@@ -452,6 +452,20 @@ func TestSendToUids(t *testing.T) {
 	if err != nil || !resp.GetResults()[0].GetStored() {
 		t.Fatalf("store = %v, %v", resp, err)
 	}
+	// A store the history refuses is a result with its reason, not an
+	// error for the whole call.
+	o := fastOptions()
+	o.HistorySize = 1
+	small := startServer(t, o).backend(t)
+	for i, wantStored := range []bool{true, false} {
+		resp, err = small.SendToUids(context.Background(), &presencev1.SendToUidsRequest{
+			Uids: []string{"kim"}, Payload: &presencev1.SendToUidsRequest_Data{Data: textData("x")}, StoreFor: durationpb.New(time.Minute),
+		})
+		r := resp.GetResults()[0]
+		if err != nil || r.GetStored() != wantStored || r.GetOffline() == wantStored || (r.GetError() == "") == !wantStored {
+			t.Fatalf("store %d = %v, %v; want stored %v (with a reason when not)", i, resp, err, wantStored)
+		}
+	}
 	many := make([]string, MaxSendUids+1)
 	for i := range many {
 		many[i] = fmt.Sprint("u", i)

@@ -205,7 +205,7 @@ func (srv *Server) SendToUids(ctx context.Context, req *presencev1.SendToUidsReq
 			if err != nil {
 				// Only a store can fail, and only for this uid: say so in
 				// its result rather than failing the uids already sent.
-				r.Offline = true
+				r.Offline, r.Error = true, status.Convert(err).Message()
 			}
 			resp.Delivered += r.Delivered
 			resp.Results = append(resp.Results, r.UidDelivery)

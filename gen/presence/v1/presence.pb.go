@@ -1782,7 +1782,11 @@ type UidDelivery struct {
 	// The uid had no live session and the push is kept for store_for.
 	Stored bool `protobuf:"varint,5,opt,name=stored,proto3" json:"stored,omitempty"`
 	// The uid had no live session and nothing was sent or stored.
-	Offline       bool `protobuf:"varint,6,opt,name=offline,proto3" json:"offline,omitempty"`
+	Offline bool `protobuf:"varint,6,opt,name=offline,proto3" json:"offline,omitempty"`
+	// Why nothing was stored, when store_for was asked and the store was
+	// refused (the uid's stored pushes or the server's history are full);
+	// empty otherwise.
+	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1857,6 +1861,13 @@ func (x *UidDelivery) GetOffline() bool {
 		return x.Offline
 	}
 	return false
+}
+
+func (x *UidDelivery) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
 }
 
 // SendToUidsResponse reports, per uid, what happened to a push.
@@ -3087,14 +3098,15 @@ const file_presence_v1_presence_proto_rawDesc = "" +
 	"\x06binary\x18\x03 \x01(\v2\x1a.presence.v1.BinaryPayloadH\x00R\x06binary\x126\n" +
 	"\tstore_for\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bstoreFor\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKeyB\t\n" +
-	"\apayload\"\x97\x01\n" +
+	"\apayload\"\xad\x01\n" +
 	"\vUidDelivery\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x1c\n" +
 	"\tdelivered\x18\x04 \x01(\rR\tdelivered\x12\x16\n" +
 	"\x06stored\x18\x05 \x01(\bR\x06stored\x12\x18\n" +
-	"\aoffline\x18\x06 \x01(\bR\aoffline\"\xd2\x01\n" +
+	"\aoffline\x18\x06 \x01(\bR\aoffline\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"\xd2\x01\n" +
 	"\x12SendToUidsResponse\x12\x17\n" +
 	"\apush_id\x18\x01 \x01(\tR\x06pushId\x123\n" +
 	"\asent_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x122\n" +
