@@ -43,6 +43,15 @@ type Config struct {
 	// a session list, one snapshot page); a push that asks for acks waits
 	// its ack timeout more. Default 2 s.
 	RequestTimeout time.Duration
+	// NoJetStream keeps idempotency keys and stored pushes on the node
+	// that took the call, as on one node. By default they are kept in
+	// NATS JetStream (a key-value bucket and a stream, created at start),
+	// so that they hold on every node; the NATS server must then have
+	// JetStream enabled.
+	NoJetStream bool
+	// Replicas is how many NATS servers keep each JetStream bucket and
+	// stream (1, 3 or 5; more than 1 needs a NATS cluster). Default 1.
+	Replicas int
 	// Options are extra nats.go options, applied last (tests use a custom
 	// dialer and fast reconnects).
 	Options []nats.Option
@@ -87,6 +96,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
 	return c
 }
 
@@ -108,6 +120,9 @@ func (c Config) Validate() error {
 	}
 	if c.NodeTimeout < 3*c.Heartbeat {
 		errs = append(errs, fmt.Errorf("node timeout %v is less than three heartbeats (%v); one late heartbeat would take a live node for dead", c.NodeTimeout, 3*c.Heartbeat))
+	}
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		errs = append(errs, fmt.Errorf("JetStream replicas %d: use 1, 3 or 5", c.Replicas))
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		errs = append(errs, errors.New("NATS client certificate and key go together; set both or neither"))

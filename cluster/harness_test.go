@@ -49,10 +49,16 @@ const (
 // one.
 func startNATS(t testing.TB, port int) *natsserver.Server {
 	t.Helper()
+	return startNATSWith(t, port, true)
+}
+
+// startNATSWith is startNATS with or without JetStream.
+func startNATSWith(t testing.TB, port int, jetStream bool) *natsserver.Server {
+	t.Helper()
 	if port == 0 {
 		port = -1
 	}
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true, JetStream: jetStream, StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,21 +84,7 @@ type node struct {
 // edit, if given, changes its configuration first.
 func startNode(t testing.TB, url, name string, edit ...func(*daemon.Config)) *node {
 	t.Helper()
-	dialer := &cutter{}
-	cfg := daemon.Config{
-		GRPCAddr: "127.0.0.1:0",
-		HTTPAddr: "off",
-		Server: server.Options{
-			HeartbeatInterval: time.Second, HeartbeatTimeout: 3 * time.Second,
-			ShutdownReconnectMin: 100 * time.Millisecond, ShutdownReconnectJitter: 100 * time.Millisecond,
-			PresenceGrace: grace,
-		},
-		Cluster: cluster.Config{
-			URL: url, Name: name, Heartbeat: heartbeat, NodeTimeout: nodeTimeout, RequestTimeout: time.Second,
-			Options: []nats.Option{nats.SetCustomDialer(dialer), nats.ReconnectWait(50 * time.Millisecond)},
-		},
-		Logger: slog.New(slog.DiscardHandler),
-	}
+	cfg, dialer := nodeConfigCut(url, name)
 	for _, f := range edit {
 		f(&cfg)
 	}
@@ -113,6 +105,31 @@ func startNode(t testing.TB, url, name string, edit ...func(*daemon.Config)) *no
 		}
 	})
 	return &node{d: d, c: d.Server().Options().Cluster.(*cluster.Node), backend: presencev1.NewBackendServiceClient(cc), cc: cc, dialer: dialer}
+}
+
+// nodeConfig is the test configuration of node name.
+func nodeConfig(url, name string) daemon.Config {
+	cfg, _ := nodeConfigCut(url, name)
+	return cfg
+}
+
+// nodeConfigCut is nodeConfig and the dialer that can cut the node off.
+func nodeConfigCut(url, name string) (daemon.Config, *cutter) {
+	dialer := &cutter{}
+	return daemon.Config{
+		GRPCAddr: "127.0.0.1:0",
+		HTTPAddr: "off",
+		Server: server.Options{
+			HeartbeatInterval: time.Second, HeartbeatTimeout: 3 * time.Second,
+			ShutdownReconnectMin: 100 * time.Millisecond, ShutdownReconnectJitter: 100 * time.Millisecond,
+			PresenceGrace: grace,
+		},
+		Cluster: cluster.Config{
+			URL: url, Name: name, Heartbeat: heartbeat, NodeTimeout: nodeTimeout, RequestTimeout: time.Second,
+			Options: []nats.Option{nats.SetCustomDialer(dialer), nats.ReconnectWait(50 * time.Millisecond)},
+		},
+		Logger: slog.New(slog.DiscardHandler),
+	}, dialer
 }
 
 // startCluster starts a NATS server and n nodes, and waits until every

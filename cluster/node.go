@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/presence-dev/presence/server"
 )
@@ -57,6 +59,13 @@ type Node struct {
 	peers     map[string]*peer
 	subs      []*nats.Subscription
 	resyncing bool // a snapshot is being fetched: do not sweep meanwhile
+	// recent are the uids this node stored pushes for, and when: a uid
+	// that came online on a node whose gossip had not yet arrived may
+	// have looked for stored pushes before the store; one heartbeat later
+	// this node checks and delivers them (see recheckStored).
+	recent map[string]time.Time
+
+	shared *shared // JetStream storage; nil with NoJetStream
 }
 
 // peer is another node as this one knows it. Guarded by Node.mu.
@@ -98,6 +107,7 @@ func New(cfg Config) (*Node, error) {
 		mine:   make(map[string]change),
 		dir:    newDirectory(),
 		peers:  make(map[string]*peer),
+		recent: make(map[string]time.Time),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	nc, err := nats.Connect(cfg.URL, cfg.natsOptions(n)...)
@@ -133,6 +143,23 @@ func (n *Node) Attach(local *server.Local) error {
 		return fmt.Errorf("cluster node %s: attached twice or closed", n.id)
 	}
 	n.local = local
+	if !n.cfg.NoJetStream {
+		js, err := jetstream.New(n.nc)
+		if err != nil {
+			return fmt.Errorf("JetStream: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*n.cfg.RequestTimeout)
+		defer cancel()
+		sh, err := openShared(ctx, js, n.cfg, local.Options())
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("NATS has no JetStream, where this cluster keeps idempotency keys and stored pushes: start nats-server with -js (or give the account JetStream), or keep them per node with --nats-jetstream=false: %w", err)
+		}
+		if err != nil {
+			return fmt.Errorf("setting up JetStream: %w", err)
+		}
+		sh.stored = n.noteStored
+		n.shared = sh
+	}
 	g, err := n.nc.Subscribe(n.gossip, n.onGossip)
 	if err != nil {
 		return fmt.Errorf("subscribing to %s: %w", n.gossip, err)
@@ -263,6 +290,7 @@ func (n *Node) run() {
 			n.flush()
 			n.heartbeat(false)
 			n.sweep()
+			n.recheckStored()
 		case <-n.stop:
 			return
 		}
@@ -322,6 +350,55 @@ func (n *Node) sweep() {
 		if now.Sub(p.heard) > n.cfg.NodeTimeout {
 			n.dropPeerLocked(id, fmt.Sprintf("no heartbeat for %v", now.Sub(p.heard).Round(time.Millisecond)))
 		}
+	}
+}
+
+// Shared implements server.Cluster.
+func (n *Node) Shared() server.Shared {
+	if n.shared == nil {
+		return nil
+	}
+	return n.shared
+}
+
+// noteStored remembers that a push was stored for uid.
+func (n *Node) noteStored(uid string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.recent[uid] = time.Now()
+}
+
+// recheckStored closes a race between a store and a uid coming online:
+// a node where the uid identified takes its stored pushes at Identify,
+// but the node that stored a push may have decided the uid was offline
+// before that node's gossip arrived, and stored it after the Identify
+// looked. So a heartbeat after a store, if the directory now shows the
+// uid online, this node takes the uid's stored pushes and sends them.
+func (n *Node) recheckStored() {
+	now := time.Now()
+	var due []string
+	n.mu.Lock()
+	for uid, at := range n.recent {
+		if now.Sub(at) < n.cfg.Heartbeat {
+			continue
+		}
+		delete(n.recent, uid)
+		if k, _ := n.dir.presence(uid); k > 0 {
+			due = append(due, uid)
+		}
+	}
+	if n.closed {
+		due = nil
+	}
+	n.work.Add(len(due))
+	n.mu.Unlock()
+	for _, uid := range due {
+		go func() {
+			defer n.work.Done()
+			if err := n.local.DeliverStored(n.ctx, uid); err != nil {
+				n.log.Warn("could not deliver pushes stored while the uid came online; they wait for its next Identify or their time", "uid", uid, "err", err)
+			}
+		}()
 	}
 }
 

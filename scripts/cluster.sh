@@ -39,7 +39,7 @@ for port in 4222 9091 9092 9093 8081 8082 8083; do
 	fi
 done
 
-"$dir/nats-server" -a 127.0.0.1 -p 4222 >"$dir/nats.log" 2>&1 &
+"$dir/nats-server" -a 127.0.0.1 -p 4222 -js -sd "$dir/jetstream" >"$dir/nats.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do
 	if (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then break; fi

@@ -67,6 +67,10 @@ type Cluster interface {
 	Counts() (uids, sessions int)
 	// OnlineAfter appends the cluster's online uids greater than after.
 	OnlineAfter(dst []string, after string) []string
+	// Shared is storage every node reaches, for idempotency keys and
+	// stored pushes, or nil to keep those per node. Called once, after
+	// Attach.
+	Shared() Shared
 	// Close leaves the cluster (other nodes drop this node's uids at once)
 	// and stops everything Attach started. Called by Shutdown and Close.
 	Close()
@@ -121,6 +125,78 @@ func (l *Local) Broadcast(push *presencev1.Push) uint32 {
 	return l.srv.broadcast(push)
 }
 
+// Options are the server's options, defaults filled in.
+func (l *Local) Options() Options { return l.srv.opts }
+
+// DeliverStored takes uid's stored pushes from the shared store and sends
+// them to the uid's sessions on every node, as on Identify: the uid came
+// online while they were being stored. A push no session took is stored
+// again for the rest of its time.
+func (l *Local) DeliverStored(ctx context.Context, uid string) error {
+	srv := l.srv
+	if srv.shared == nil {
+		return nil
+	}
+	taken, err := srv.shared.TakePushes(ctx, uid)
+	for _, sp := range taken {
+		p := sp.Push
+		p.Replay = true
+		resp, serr := srv.sendToUidCluster(ctx, uid, p, 0, 0)
+		if serr == nil && resp.Delivered > 0 {
+			continue
+		}
+		// Nobody took it, or a node could not be reached (which may have
+		// taken it): keep it for the uid's next Identify. At least once,
+		// as a retry of any failed push.
+		srv.restore(ctx, uid, sp)
+	}
+	return err
+}
+
+// restore puts a taken stored push back for the rest of its time.
+func (srv *Server) restore(ctx context.Context, uid string, sp StoredPush) {
+	left := time.Until(sp.Until)
+	if left <= 0 {
+		srv.storedExpired.Add(1)
+		return
+	}
+	sp.Push.Replay = false
+	if err := srv.shared.StorePush(context.WithoutCancel(ctx), uid, sp.Push, left); err != nil {
+		srv.log.Warn("a stored push taken for a session that ended at once could not be stored again; it is lost", "uid", uid, "push", sp.Push.GetId(), "err", err)
+	}
+}
+
+// deliverStoredHere gives a session that just identified the pushes
+// stored for its uid in the shared store (pushes stored while the uid was
+// offline on every node, by whichever node took the call).
+func (srv *Server) deliverStoredHere(ctx context.Context, uid string) {
+	taken, err := srv.shared.TakePushes(ctx, uid)
+	if err != nil {
+		srv.log.Warn("could not take the uid's stored pushes; they wait for its next Identify or their time", "uid", uid, "err", err)
+	}
+	for _, sp := range taken {
+		sp.Push.Replay = true
+		if r, err := srv.pushToUid(sp.Push, uid, 0); err != nil || r.Offline {
+			srv.restore(ctx, uid, sp)
+		}
+	}
+}
+
+// storeShared keeps a push for a uid offline on every node in the shared
+// store, where whichever node the uid connects to takes it. Its seq is
+// given when it is delivered.
+func (srv *Server) storeShared(ctx context.Context, uid string, push *presencev1.Push, storeFor time.Duration) error {
+	err := srv.shared.StorePush(ctx, uid, push, storeFor)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrStoreFull):
+		return status.Errorf(codes.ResourceExhausted, "uid %q: %v; nothing was stored", uid, err)
+	default:
+		return status.Errorf(codes.Unavailable, "uid %q has no live session on any node, and the cluster's push store cannot be reached (%v); nothing was stored", uid, err)
+	}
+}
+
 // Kick ends uid's sessions here (or the one named) and returns how many.
 func (l *Local) Kick(req *presencev1.KickRequest) uint32 { return l.srv.kickLocal(req) }
 
@@ -162,6 +238,11 @@ func (srv *Server) sendToUidCluster(ctx context.Context, uid string, push *prese
 	c := srv.opts.Cluster
 	if n, _ := c.Presence(uid); n > 0 {
 		storeFor = 0 // online somewhere: deliver, never store
+	} else if storeFor > 0 && srv.shared != nil {
+		if err := srv.storeShared(ctx, uid, push, storeFor); err != nil {
+			return nil, err
+		}
+		return &presencev1.SendToUidResponse{PushId: push.Id, SentAt: push.SentAt, Stored: true}, nil
 	}
 	type result struct {
 		rd  RemoteDelivery
@@ -271,6 +352,13 @@ func (srv *Server) pushToUidCluster(ctx context.Context, push *presencev1.Push, 
 	c := srv.opts.Cluster
 	if n, _ := c.Presence(uid); n > 0 {
 		storeFor = 0
+	} else if storeFor > 0 && srv.shared != nil {
+		r := uidDelivery{UidDelivery: &presencev1.UidDelivery{Uid: uid}}
+		if err := srv.storeShared(ctx, uid, push, storeFor); err != nil {
+			return r, err
+		}
+		r.Stored = true
+		return r, nil
 	}
 	r, err := srv.pushToUid(push, uid, storeFor)
 	if err != nil {

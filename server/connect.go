@@ -104,6 +104,9 @@ func (srv *Server) Serve(conn Conn) error {
 	if elsewhere {
 		srv.replaceElsewhere(ctx, s.uid)
 	}
+	if srv.shared != nil {
+		srv.deliverStoredHere(ctx, s.uid)
+	}
 
 	<-ctx.Done()
 	cause := asEndError(context.Cause(ctx))

@@ -57,7 +57,8 @@ func idempotent[T proto.Message](ctx context.Context, srv *Server, method, key s
 	if err := validateIdempotencyKey(key); err != nil {
 		return none, err
 	}
-	resp, dup, err := srv.idem.do(ctx, method, key, req, func() (proto.Message, error) { return send() })
+	newResp := func() proto.Message { return none.ProtoReflect().Type().New().Interface() }
+	resp, dup, err := srv.idem.do(ctx, method, key, req, newResp, func() (proto.Message, error) { return send() })
 	if err != nil {
 		return none, err
 	}
@@ -125,7 +126,7 @@ func (srv *Server) pushToUid(tmpl *presencev1.Push, uid string, storeFor time.Du
 			return
 		}
 		online := len(e.sessions) > 0
-		p := &presencev1.Push{Id: tmpl.Id, Scope: tmpl.Scope, SentAt: tmpl.SentAt, Payload: tmpl.Payload, AckRequired: tmpl.AckRequired}
+		p := &presencev1.Push{Id: tmpl.Id, Scope: tmpl.Scope, SentAt: tmpl.SentAt, Payload: tmpl.Payload, AckRequired: tmpl.AckRequired, Replay: tmpl.Replay}
 		e.seq++
 		p.Seq, p.Epoch = e.seq, e.epoch
 		f := pushFrame(p)

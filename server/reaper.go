@@ -51,7 +51,7 @@ func (srv *Server) trimHistories(now time.Time) {
 	srv.bcastMu.Lock()
 	srv.bcastHist.trim(now, srv.hist)
 	srv.bcastMu.Unlock()
-	srv.idem.trim(now)
+	srv.localIdem.trim(now)
 	if expired > 0 {
 		srv.storedExpired.Add(int64(expired))
 	}

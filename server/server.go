@@ -44,7 +44,9 @@ type Server struct {
 	hist          histLimits   // bounds of every history; its budget is shared
 	storedExpired atomic.Int64 // stored pushes dropped undelivered at their time
 	acks          ackWaiters
-	idem          *idempotency
+	localIdem     *idempotency     // this node's keys (trimmed by the reaper)
+	idem          idempotencyStore // localIdem, or the cluster's shared keys
+	shared        Shared           // the cluster's shared store, or nil
 
 	mu       sync.Mutex
 	active   int           // handlers running; guarded by mu
@@ -91,13 +93,18 @@ func New(opts Options) (*Server, error) {
 	srv.reg = newRegistry(srv.pres)
 	srv.hist = histLimits{size: opts.HistorySize, age: opts.HistoryAge, budget: &histBudget{max: opts.HistoryMaxBytes}}
 	srv.acks.init()
-	srv.idem = newIdempotency(opts.IdempotencyWindow, opts.IdempotencyMaxKeys)
+	srv.localIdem = newIdempotency(opts.IdempotencyWindow, opts.IdempotencyMaxKeys)
+	srv.idem = srv.localIdem
 	srv.metrics = newMetrics(srv)
 	if c := opts.Cluster; c != nil {
 		srv.pres.external = true
 		srv.reg.cluster = c
 		if err := c.Attach(&Local{srv: srv}); err != nil {
 			return nil, fmt.Errorf("joining the cluster: %w", err)
+		}
+		if sh := c.Shared(); sh != nil {
+			srv.shared = sh
+			srv.idem = &sharedIdempotency{sh: sh, window: opts.IdempotencyWindow, pending: MaxAckTimeout + time.Minute, poll: 20 * time.Millisecond, log: srv.log}
 		}
 	}
 	go srv.reapLoop(srv.stopReaper, srv.reaperDone)

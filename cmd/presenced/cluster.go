@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"strconv"
 
 	"github.com/presence-dev/presence/cluster"
 	"github.com/presence-dev/presence/daemon"
@@ -21,4 +22,28 @@ func bindClusterFlags(fs *flag.FlagSet, cfg *daemon.Config) {
 	fs.DurationVar(&c.Heartbeat, "nats-heartbeat", cluster.DefaultHeartbeat, "how often a node tells the others it is alive")
 	fs.DurationVar(&c.NodeTimeout, "nats-node-timeout", cluster.DefaultNodeTimeout, "a node silent this long is taken for dead and its uids offline (at least 3 heartbeats)")
 	fs.DurationVar(&c.RequestTimeout, "nats-request-timeout", cluster.DefaultRequestTimeout, "bound on one request to another node (a push waits its ack_timeout more); past it the call is UNAVAILABLE")
+	fs.Var(notFlag{&c.NoJetStream}, "nats-jetstream", "keep idempotency keys and stored pushes in NATS JetStream, so they hold on every node (NATS must run with JetStream: nats-server -js); false: per node")
+	fs.IntVar(&c.Replicas, "nats-replicas", 1, "NATS servers keeping each JetStream bucket and stream: 1, 3 or 5 (more than 1 needs a NATS cluster)")
 }
+
+// notFlag is a boolean flag that sets the negation of its target, for an
+// option that is on by default and a Config field whose zero is "on".
+type notFlag struct{ p *bool }
+
+func (f notFlag) String() string {
+	if f.p == nil {
+		return "false" // the zero Value, for flag's default detection
+	}
+	return strconv.FormatBool(!*f.p)
+}
+
+func (f notFlag) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*f.p = !v
+	return nil
+}
+
+func (f notFlag) IsBoolFlag() bool { return true }

@@ -1,0 +1,185 @@
+package cluster
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+	"github.com/presence-dev/presence/server"
+)
+
+// shared is the cluster's storage in NATS JetStream (server.Shared): a
+// key-value bucket for idempotency keys and a stream for stored pushes.
+// Everything else the cluster does is core NATS.
+type shared struct {
+	kv      jetstream.KeyValue
+	stream  jetstream.Stream
+	js      jetstream.JetStream
+	subject string // stored pushes: subject + hex(uid)
+	noStore string // why pushes cannot be stored at all ("" if they can)
+	stored  func(uid string)
+}
+
+var _ server.Shared = (*shared)(nil)
+
+// assetName is the prefix as a JetStream stream or bucket name.
+func assetName(prefix string) string {
+	return strings.Map(func(r rune) rune {
+		if nameRune(r) {
+			return r
+		}
+		return '_'
+	}, prefix)
+}
+
+// openShared creates or updates the bucket and the stream (the last node
+// to start sets their limits) and returns the store.
+func openShared(ctx context.Context, js jetstream.JetStream, cfg Config, opts server.Options) (*shared, error) {
+	name := assetName(cfg.Prefix)
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      name + "_idempotency",
+		Description: "presence: answers of calls made with an idempotency key, for the idempotency window",
+		TTL:         opts.IdempotencyWindow,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the idempotency key bucket: %w", err)
+	}
+	s := &shared{kv: kv, js: js, subject: cfg.Prefix + ".stored."}
+	if opts.HistorySize <= 0 {
+		s.noStore = "this cluster keeps no push history (--history-size 0), so it cannot store pushes"
+		return s, nil
+	}
+	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:                 name + "_stored",
+		Description:          "presence: pushes stored (store_for) for uids offline on every node",
+		Subjects:             []string{s.subject + "*"},
+		Storage:              jetstream.FileStorage,
+		Replicas:             cfg.Replicas,
+		MaxMsgsPerSubject:    int64(opts.HistorySize),
+		MaxBytes:             opts.HistoryMaxBytes,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
+		MaxAge:               opts.StoreMax,
+		AllowMsgTTL:          true,
+		AllowDirect:          true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the stored push stream: %w", err)
+	}
+	return s, nil
+}
+
+func (s *shared) KeyCreate(ctx context.Context, key string, val []byte) (uint64, error) {
+	rev, err := s.kv.Create(ctx, key, val)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, server.ErrKeyExists
+	}
+	return rev, err
+}
+
+func (s *shared) KeyGet(ctx context.Context, key string) ([]byte, uint64, error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, server.ErrKeyNotFound
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+func (s *shared) KeyUpdate(ctx context.Context, key string, val []byte, rev uint64) (uint64, error) {
+	rev, err := s.kv.Update(ctx, key, val, rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, server.ErrKeyChanged
+	}
+	return rev, err
+}
+
+func (s *shared) KeyDelete(ctx context.Context, key string, rev uint64) error {
+	err := s.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return server.ErrKeyChanged
+	}
+	return err
+}
+
+// uidSubject is the subject of uid's stored pushes: any uid is a valid
+// subject token in hex.
+func (s *shared) uidSubject(uid string) string { return s.subject + hex.EncodeToString([]byte(uid)) }
+
+// StorePush publishes the push to the stream with its time to live as
+// the message's TTL. The stream refuses a uid's push past --history-size
+// stored ones, or past --history-max-bytes in all.
+func (s *shared) StorePush(ctx context.Context, uid string, push *presencev1.Push, ttl time.Duration) error {
+	if s.noStore != "" {
+		return fmt.Errorf("%w: %s", server.ErrStoreFull, s.noStore)
+	}
+	b, err := proto.Marshal(push)
+	if err != nil {
+		return err
+	}
+	// Message TTLs count in whole seconds.
+	ttl = max(time.Second, ttl.Round(time.Second))
+	_, err = s.js.Publish(ctx, s.uidSubject(uid), b, jetstream.WithMsgTTL(ttl))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(10077) { // JSStreamStoreFailedF: a limit
+		return fmt.Errorf("%w: the cluster's push store refused it (%s)", server.ErrStoreFull, apiErr.Description)
+	}
+	if err != nil {
+		return err
+	}
+	if s.stored != nil {
+		s.stored(uid)
+	}
+	return nil
+}
+
+// TakePushes reads the uid's stored pushes in order and deletes each; a
+// push another node deleted first is that node's.
+func (s *shared) TakePushes(ctx context.Context, uid string) ([]server.StoredPush, error) {
+	if s.stream == nil {
+		return nil, nil
+	}
+	subj := s.uidSubject(uid)
+	var taken []server.StoredPush
+	for seq := uint64(1); ; {
+		m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return taken, nil
+		}
+		if err != nil {
+			return taken, err
+		}
+		seq = m.Sequence + 1
+		if err := s.stream.DeleteMsg(ctx, m.Sequence); err != nil {
+			if _, gerr := s.stream.GetMsg(ctx, m.Sequence); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+				continue // another node took it first
+			}
+			return taken, err
+		}
+		push := new(presencev1.Push)
+		if err := proto.Unmarshal(m.Data, push); err != nil {
+			continue // not ours to deliver
+		}
+		ttl, err := time.ParseDuration(m.Header.Get(jetstream.MsgTTLHeader))
+		if err != nil {
+			continue // not stored by a presence node
+		}
+		until := m.Time.Add(ttl)
+		if time.Now().After(until) {
+			continue // expired, not yet removed by the stream
+		}
+		taken = append(taken, server.StoredPush{Push: push, Until: until})
+	}
+}
