@@ -3,8 +3,10 @@
 # presenced nodes (a, b, c) on loopback, for a user to try (docs/cluster.md).
 #
 #   scripts/cluster.sh          start them, print what to try, stop on Ctrl-C
-#   scripts/cluster.sh -check   start them, prove a push crosses nodes and a
-#                               killed node's uid goes offline, then stop
+#   scripts/cluster.sh -check   start them, prove a push crosses nodes, a
+#                               push stored through one node reaches the uid
+#                               on another, and a killed node's uid goes
+#                               offline, then stop
 #
 # Ports: NATS 127.0.0.1:4222; node a gRPC :9091 HTTP :8081, b :9092/:8082,
 # c :9093/:8083. Logs go to a temporary directory, printed at start.
@@ -99,6 +101,19 @@ for _ in $(seq 50); do
 done
 grep -q "hello from c" "$dir/watch.log" || { echo "cluster.sh: the push did not reach the client on a" >&2; cat "$dir/watch.log" >&2; exit 1; }
 echo "the client on a got it"
+
+# A push stored through b for a uid offline everywhere (kept in JetStream)
+# reaches the uid when it connects to c.
+out=$(ctl --addr 127.0.0.1:9092 send --uid zoe --text "stored via b" --store-for 1m)
+echo "$out" | grep -q '"stored": *true' || { echo "cluster.sh: want stored: $out" >&2; exit 1; }
+"$dir/presencectl" --addr 127.0.0.1:9093 watch --uid zoe >"$dir/zoe.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+	if grep -q "stored via b" "$dir/zoe.log"; then break; fi
+	sleep 0.05
+done
+grep -q "stored via b" "$dir/zoe.log" || { echo "cluster.sh: the push stored through b did not reach zoe on c" >&2; cat "$dir/zoe.log" >&2; exit 1; }
+echo "a push stored through b reached zoe when it connected to c"
 
 kill -9 "${node_pid[a]}"
 wait "${node_pid[a]}" 2>/dev/null || true
