@@ -3,11 +3,13 @@ package cluster_test
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
@@ -82,6 +84,20 @@ func TestNATSOutage(t *testing.T) {
 	if _, err := b.backend.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: "carol", Payload: text("x")}); status.Code(err) != codes.Unavailable {
 		t.Errorf("SendToUid(carol, nowhere) via b, NATS down = %v; want Unavailable (b cannot tell)", err)
 	}
+	// What JetStream keeps cannot be reached: an error, and nothing sent.
+	if _, err := b.backend.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: "bob", Payload: text("keyed"), IdempotencyKey: "k1"}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "nothing was sent") {
+		t.Errorf("SendToUid with a key, NATS down = %v; want Unavailable, nothing sent", err)
+	}
+	if _, err := b.backend.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: "carol", Payload: text("x"), StoreFor: durationpb.New(time.Minute)}); status.Code(err) != codes.Unavailable {
+		t.Errorf("SendToUid(carol, store_for), NATS down = %v; want Unavailable", err)
+	}
+	// A client can still connect to b (its stored pushes wait).
+	connect(t, b, "dan")
+	select {
+	case f := <-bob.frames:
+		t.Errorf("bob got %v while NATS was down; want nothing (the keyed push failed)", f)
+	default:
+	}
 
 	startNATS(t, port)
 	eventually(t, "a push through b reaches alice again", func() bool {
@@ -93,5 +109,22 @@ func TestNATSOutage(t *testing.T) {
 	}
 	if !onlineOn(a, "bob", 1) {
 		t.Errorf("a does not see bob after NATS came back")
+	}
+	// This NATS came back without its store: the nodes create the
+	// JetStream assets again, and keys and stored pushes work again.
+	eventually(t, "a keyed push through b works again", func() bool {
+		r, err := b.backend.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: "alice", Payload: text("keyed"), IdempotencyKey: "k2"})
+		return err == nil && r.GetDelivered() == 1
+	})
+	if got := alice.push(t); got != "keyed" {
+		t.Errorf("alice got %q; want keyed", got)
+	}
+	r, err := a.backend.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: "erin", Payload: text("kept"), StoreFor: durationpb.New(time.Minute)})
+	if err != nil || !r.GetStored() {
+		t.Fatalf("store after NATS came back = %v, %v", r, err)
+	}
+	erin := connect(t, b, "erin")
+	if got := erin.push(t); got != "kept" {
+		t.Errorf("erin got %q; want kept", got)
 	}
 }

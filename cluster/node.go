@@ -421,6 +421,24 @@ func (n *Node) reconnected(nc *nats.Conn) {
 	}
 	// Ask everyone for a heartbeat: a gap in theirs makes us resync.
 	n.publish(gossip{Kind: kindHeartbeat, Seq: n.lastSeq(), Hello: true})
+	// A NATS that restarted without its store has lost the JetStream
+	// assets: create them again (a no-op when they are there).
+	n.mu.Lock()
+	closed := n.closed
+	if !closed && n.shared != nil {
+		n.work.Add(1)
+	}
+	n.mu.Unlock()
+	if !closed && n.shared != nil {
+		go func() {
+			defer n.work.Done()
+			ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.RequestTimeout)
+			defer cancel()
+			if err := n.shared.open(ctx); err != nil {
+				n.log.Warn("JetStream assets not re-created after reconnecting; idempotency keys and stored pushes fail until they are", "err", err)
+			}
+		}()
+	}
 }
 
 func (n *Node) lastSeq() uint64 {

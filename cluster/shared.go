@@ -19,6 +19,7 @@ import (
 // key-value bucket for idempotency keys and a stream for stored pushes.
 // Everything else the cluster does is core NATS.
 type shared struct {
+	open    func(context.Context) error // creates or updates the assets again
 	kv      jetstream.KeyValue
 	stream  jetstream.Stream
 	js      jetstream.JetStream
@@ -42,6 +43,23 @@ func assetName(prefix string) string {
 // openShared creates or updates the bucket and the stream (the last node
 // to start sets their limits) and returns the store.
 func openShared(ctx context.Context, js jetstream.JetStream, cfg Config, opts server.Options) (*shared, error) {
+	s := &shared{js: js, subject: cfg.Prefix + ".stored."}
+	if opts.HistorySize <= 0 {
+		s.noStore = "this cluster keeps no push history (--history-size 0), so it cannot store pushes"
+	}
+	s.open = func(ctx context.Context) error { return s.create(ctx, cfg, opts) }
+	if err := s.open(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// create creates or updates the bucket and the stream. The handles kept
+// from the first call name them only, so they stay good when the assets
+// are created again (after a NATS restart that lost them); later calls
+// write nothing here, so they may run beside the store's users.
+func (s *shared) create(ctx context.Context, cfg Config, opts server.Options) error {
+	js := s.js
 	name := assetName(cfg.Prefix)
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      name + "_idempotency",
@@ -52,14 +70,15 @@ func openShared(ctx context.Context, js jetstream.JetStream, cfg Config, opts se
 		Replicas:    cfg.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("the idempotency key bucket: %w", err)
+		return fmt.Errorf("the idempotency key bucket: %w", err)
 	}
-	s := &shared{kv: kv, js: js, subject: cfg.Prefix + ".stored."}
+	if s.kv == nil {
+		s.kv = kv // first open; later ones keep the handle (see above)
+	}
 	if opts.HistorySize <= 0 {
-		s.noStore = "this cluster keeps no push history (--history-size 0), so it cannot store pushes"
-		return s, nil
+		return nil
 	}
-	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:                 name + "_stored",
 		Description:          "presence: pushes stored (store_for) for uids offline on every node",
 		Subjects:             []string{s.subject + "*"},
@@ -74,9 +93,12 @@ func openShared(ctx context.Context, js jetstream.JetStream, cfg Config, opts se
 		AllowDirect:          true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("the stored push stream: %w", err)
+		return fmt.Errorf("the stored push stream: %w", err)
 	}
-	return s, nil
+	if s.stream == nil {
+		s.stream = stream
+	}
+	return nil
 }
 
 func (s *shared) KeyCreate(ctx context.Context, key string, val []byte) (uint64, error) {
