@@ -91,6 +91,9 @@ func TestNATSOutage(t *testing.T) {
 	if _, err := b.backend.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: "carol", Payload: text("x"), StoreFor: durationpb.New(time.Minute)}); status.Code(err) != codes.Unavailable {
 		t.Errorf("SendToUid(carol, store_for), NATS down = %v; want Unavailable", err)
 	}
+	if _, err := b.backend.Broadcast(ctx, bcast("x")); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "nothing was sent") {
+		t.Errorf("Broadcast, NATS down = %v; want Unavailable, nothing sent (broadcasts are numbered in the cluster's log)", err)
+	}
 	// A client can still connect to b (its stored pushes wait).
 	connect(t, b, "dan")
 	select {

@@ -34,6 +34,9 @@ func (n *Node) onGossip(m *nats.Msg) {
 		default:
 		}
 	}
+	if g.Kind == kindHeartbeat && g.Bcast > 0 {
+		n.behind(g.Bcast)
+	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()

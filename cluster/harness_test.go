@@ -204,6 +204,13 @@ func (c *cutter) Dial(network, addr string) (net.Conn, error) {
 	return conn, err
 }
 
+// Restore lets the node dial NATS again.
+func (c *cutter) Restore() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cut = false
+}
+
 func (c *cutter) Cut() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -65,7 +66,8 @@ type Node struct {
 	// this node checks and delivers them (see recheckStored).
 	recent map[string]time.Time
 
-	shared *shared // JetStream storage; nil with NoJetStream
+	shared     *shared // JetStream storage; nil with NoJetStream
+	catchingUp atomic.Bool
 }
 
 // peer is another node as this one knows it. Guarded by Node.mu.
@@ -159,6 +161,11 @@ func (n *Node) Attach(local *server.Local) error {
 		}
 		sh.stored = n.noteStored
 		n.shared = sh
+		epoch, last, err := sh.bcastLog(ctx)
+		if err != nil {
+			return fmt.Errorf("reading the broadcast log: %w", err)
+		}
+		local.StartBroadcasts(ctx, epoch, last)
 	}
 	g, err := n.nc.Subscribe(n.gossip, n.onGossip)
 	if err != nil {
@@ -319,7 +326,11 @@ func (n *Node) heartbeat(hello bool) {
 	n.mu.Lock()
 	seq := n.seq
 	n.mu.Unlock()
-	n.publish(gossip{Kind: kindHeartbeat, Seq: seq, Hello: hello})
+	g := gossip{Kind: kindHeartbeat, Seq: seq, Hello: hello}
+	if n.shared != nil {
+		g.Bcast = n.local.BroadcastSeq()
+	}
+	n.publish(g)
 }
 
 func (n *Node) publish(g gossip) {
@@ -359,6 +370,43 @@ func (n *Node) Shared() server.Shared {
 		return nil
 	}
 	return n.shared
+}
+
+// catchUp reads where the broadcast log stands and fills what this node
+// missed (after NATS was away, or when another node's heartbeat shows a
+// later broadcast).
+func (n *Node) catchUp(ctx context.Context) {
+	epoch, last, err := n.shared.bcastLog(ctx)
+	if err != nil {
+		n.log.Warn("cannot read the broadcast log; missed broadcasts are filled at the next one", "err", err)
+		return
+	}
+	n.local.StartBroadcasts(ctx, epoch, last)
+}
+
+// behind is called with another node's last broadcast: if it is later
+// than this node's, one catch-up runs (at most one at a time).
+func (n *Node) behind(theirs uint64) {
+	if n.shared == nil || theirs <= n.local.BroadcastSeq() || !n.catchingUp.CompareAndSwap(false, true) {
+		return
+	}
+	n.mu.Lock()
+	closed := n.closed
+	if !closed {
+		n.work.Add(1)
+	}
+	n.mu.Unlock()
+	if closed {
+		n.catchingUp.Store(false)
+		return
+	}
+	go func() {
+		defer n.work.Done()
+		defer n.catchingUp.Store(false)
+		ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.RequestTimeout)
+		defer cancel()
+		n.catchUp(ctx)
+	}()
 }
 
 // noteStored remembers that a push was stored for uid.
@@ -435,8 +483,10 @@ func (n *Node) reconnected(nc *nats.Conn) {
 			ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.RequestTimeout)
 			defer cancel()
 			if err := n.shared.open(ctx); err != nil {
-				n.log.Warn("JetStream assets not re-created after reconnecting; idempotency keys and stored pushes fail until they are", "err", err)
+				n.log.Warn("JetStream assets not re-created after reconnecting; idempotency keys, stored pushes and broadcasts fail until they are", "err", err)
+				return
 			}
+			n.catchUp(ctx)
 		}()
 	}
 }

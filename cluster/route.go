@@ -238,7 +238,7 @@ func (n *Node) serve(op string, data []byte) reply {
 		if err := proto.Unmarshal(req.Push, push); err != nil {
 			return fail(err)
 		}
-		return reply{Delivered: n.local.Broadcast(push)}
+		return reply{Delivered: n.local.Broadcast(n.ctx, push)}
 	case opKick:
 		var req kickReq
 		kr := new(presencev1.KickRequest)

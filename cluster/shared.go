@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +22,9 @@ import (
 type shared struct {
 	open    func(context.Context) error // creates or updates the assets again
 	kv      jetstream.KeyValue
-	stream  jetstream.Stream
+	stream  jetstream.Stream // stored pushes
+	bcast   jetstream.Stream // the broadcast log
+	bcastTo string           // its subject
 	js      jetstream.JetStream
 	subject string // stored pushes: subject + hex(uid)
 	noStore string // why pushes cannot be stored at all ("" if they can)
@@ -43,7 +46,7 @@ func assetName(prefix string) string {
 // openShared creates or updates the bucket and the stream (the last node
 // to start sets their limits) and returns the store.
 func openShared(ctx context.Context, js jetstream.JetStream, cfg Config, opts server.Options) (*shared, error) {
-	s := &shared{js: js, subject: cfg.Prefix + ".stored."}
+	s := &shared{js: js, subject: cfg.Prefix + ".stored.", bcastTo: cfg.Prefix + ".broadcasts"}
 	if opts.HistorySize <= 0 {
 		s.noStore = "this cluster keeps no push history (--history-size 0), so it cannot store pushes"
 	}
@@ -74,6 +77,24 @@ func (s *shared) create(ctx context.Context, cfg Config, opts server.Options) er
 	}
 	if s.kv == nil {
 		s.kv = kv // first open; later ones keep the handle (see above)
+	}
+	bcast, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        name + "_broadcasts",
+		Description: "presence: the cluster's broadcasts, numbered in one sequence (kept to fill a node's gaps)",
+		Subjects:    []string{s.bcastTo},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxMsgs:     int64(max(opts.HistorySize, bcastLogMin)),
+		MaxAge:      max(opts.HistoryAge, time.Minute),
+		MaxBytes:    opts.HistoryMaxBytes,
+		Discard:     jetstream.DiscardOld,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return fmt.Errorf("the broadcast log: %w", err)
+	}
+	if s.bcast == nil {
+		s.bcast = bcast
 	}
 	if opts.HistorySize <= 0 {
 		return nil
@@ -204,4 +225,57 @@ func (s *shared) TakePushes(ctx context.Context, uid string) ([]server.StoredPus
 		}
 		taken = append(taken, server.StoredPush{Push: push, Until: until})
 	}
+}
+
+// bcastLogMin is the fewest broadcasts the log keeps, whatever
+// --history-size says: a node cut off for a while fills its gap from it.
+const bcastLogMin = 1024
+
+// AppendBroadcast publishes the push (unnumbered) to the broadcast log.
+func (s *shared) AppendBroadcast(ctx context.Context, push *presencev1.Push) (uint64, error) {
+	b, err := proto.Marshal(push)
+	if err != nil {
+		return 0, err
+	}
+	ack, err := s.js.Publish(ctx, s.bcastTo, b)
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// ReadBroadcasts reads from..to from the log, one direct get each (they
+// are few: a gap is a broadcast or two in flight, or what a node missed
+// while cut off).
+func (s *shared) ReadBroadcasts(ctx context.Context, from, to uint64) ([]*presencev1.Push, error) {
+	if to >= bcastLogMin && from < to-bcastLogMin+1 {
+		from = to - bcastLogMin + 1 // older ones are gone anyway
+	}
+	var out []*presencev1.Push
+	for seq := from; seq <= to; seq++ {
+		m, err := s.bcast.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		p := new(presencev1.Push)
+		if err := proto.Unmarshal(m.Data, p); err != nil {
+			continue
+		}
+		p.Seq = m.Sequence
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// bcastLog returns the broadcast log's epoch (its creation time: a log
+// made anew is another sequence) and last seq.
+func (s *shared) bcastLog(ctx context.Context) (string, uint64, error) {
+	info, err := s.bcast.Info(ctx)
+	if err != nil {
+		return "", 0, err
+	}
+	return strconv.FormatInt(info.Created.UnixNano(), 36), info.State.LastSeq, nil
 }

@@ -25,6 +25,9 @@ type gossip struct {
 	// Hello asks every node for a heartbeat now (a node starting or
 	// reconnecting learns the cluster in one round trip).
 	Hello bool `json:"h,omitempty"`
+	// Bcast, in a heartbeat, is the last broadcast the node delivered (in
+	// the cluster's broadcast log): a node behind it fills its gap.
+	Bcast uint64 `json:"b,omitempty"`
 }
 
 // change says a node now holds N sessions of Uid (0: none), the oldest

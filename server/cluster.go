@@ -118,10 +118,14 @@ func (l *Local) SendToUid(ctx context.Context, uid string, push *presencev1.Push
 	return resp, err
 }
 
-// Broadcast queues push to every session here, numbered in this node's
-// broadcast sequence, and returns how many took it.
-func (l *Local) Broadcast(push *presencev1.Push) uint32 {
-	push.Epoch = l.srv.epoch
+// Broadcast queues push to every session here and returns how many took
+// it. With Shared, push is numbered in the cluster's broadcast log and is
+// delivered in that order; without, it is numbered in this node's own
+// broadcast sequence.
+func (l *Local) Broadcast(ctx context.Context, push *presencev1.Push) uint32 {
+	if l.srv.shared != nil {
+		return l.srv.broadcastNumbered(ctx, push)
+	}
 	return l.srv.broadcast(push)
 }
 

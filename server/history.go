@@ -210,3 +210,17 @@ func (h *pushHistory) replayFrames(dst []*Frame, pos uint64, all bool) []*Frame 
 	}
 	return dst
 }
+
+// skip says the pushes up to seq will never be kept (they were missed for
+// good): a resume across them is LOST.
+func (h *pushHistory) skip(seq uint64, b *histBudget) {
+	h.lost = max(h.lost, seq)
+	h.drop(b, func(*histItem) bool { return false })
+}
+
+// reset forgets everything: the sequence starts over after seq (another
+// epoch).
+func (h *pushHistory) reset(seq uint64, b *histBudget) {
+	h.drop(b, func(*histItem) bool { return true })
+	h.lost = seq
+}

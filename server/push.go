@@ -227,9 +227,20 @@ func (srv *Server) Broadcast(ctx context.Context, req *presencev1.BroadcastReque
 		return nil, err
 	}
 	push.Scope = presencev1.PushScope_PUSH_SCOPE_BROADCAST
-	push.Epoch = srv.epoch
 	send := func() (*presencev1.BroadcastResponse, error) {
-		delivered := srv.broadcast(push)
+		var delivered uint32
+		if srv.shared != nil {
+			// A cluster numbers broadcasts in its log, so that every node
+			// delivers them in one order and a client resumes on any node.
+			seq, err := srv.shared.AppendBroadcast(ctx, push)
+			if err != nil {
+				return nil, status.Errorf(codes.Unavailable, "broadcasts are numbered in the cluster's log (NATS JetStream), which cannot be reached (%v); nothing was sent", err)
+			}
+			push.Seq = seq
+			delivered = srv.broadcastNumbered(ctx, push)
+		} else {
+			delivered = srv.broadcast(push)
+		}
 		if srv.opts.Cluster != nil {
 			var err error
 			if delivered, err = srv.broadcastCluster(ctx, push, delivered); err != nil {
@@ -248,12 +259,19 @@ func (srv *Server) Broadcast(ctx context.Context, req *presencev1.BroadcastReque
 // replay instead (see join); shard locks are taken one at a time to copy
 // the sessions, never while queueing.
 func (srv *Server) broadcast(push *presencev1.Push) uint32 {
-	start := time.Now()
 	srv.bcastMu.Lock()
 	defer srv.bcastMu.Unlock()
+	push.Seq = srv.bcastSeq + 1
+	return srv.deliverBroadcastLocked(push)
+}
+
+// deliverBroadcastLocked keeps push (numbered bcastSeq+1) and queues it
+// to every session. srv.bcastMu must be held.
+func (srv *Server) deliverBroadcastLocked(push *presencev1.Push) uint32 {
+	start := time.Now()
 	targets := srv.reg.appendAll(srv.bcastTargets[:0])
-	srv.bcastSeq++
-	push.Seq = srv.bcastSeq
+	srv.bcastSeq = push.Seq
+	push.Epoch = srv.epoch
 	f := pushFrame(push)
 	srv.bcastHist.add(push, f.Size(), time.Now(), time.Time{}, srv.hist)
 	var delivered uint32
@@ -266,6 +284,86 @@ func (srv *Server) broadcast(push *presencev1.Push) uint32 {
 	srv.bcastTargets = targets[:0]
 	srv.metrics.broadcastDone(start, delivered)
 	return delivered
+}
+
+// broadcastNumbered delivers a broadcast the cluster's log numbered, in
+// the log's order: one this node already has (it filled a gap with it) is
+// not queued again, and a gap before it is filled from the log first
+// (broadcasts through two nodes at once can arrive in either order).
+func (srv *Server) broadcastNumbered(ctx context.Context, push *presencev1.Push) uint32 {
+	for {
+		srv.bcastMu.Lock()
+		switch {
+		case push.Seq <= srv.bcastSeq:
+			// Delivered here already, to the sessions there are.
+			_, n := srv.reg.counts()
+			srv.bcastMu.Unlock()
+			return uint32(n)
+		case push.Seq == srv.bcastSeq+1:
+			d := srv.deliverBroadcastLocked(push)
+			srv.bcastMu.Unlock()
+			return d
+		}
+		from := srv.bcastSeq + 1
+		srv.bcastMu.Unlock()
+		srv.fillBroadcasts(ctx, from, push.Seq-1)
+	}
+}
+
+// fillBroadcasts delivers the broadcasts from..to of the cluster's log
+// that this node missed. Those it cannot read again (gone from the log,
+// or the log unreachable) are missed for good: every session here is
+// ended with Goodbye SLOW_CONSUMER, so that its client resumes and is
+// told LOST, never left with a silent gap.
+func (srv *Server) fillBroadcasts(ctx context.Context, from, to uint64) {
+	missed, err := srv.shared.ReadBroadcasts(ctx, from, to)
+	srv.bcastMu.Lock()
+	defer srv.bcastMu.Unlock()
+	for _, m := range missed {
+		if m.GetSeq() == srv.bcastSeq+1 {
+			srv.deliverBroadcastLocked(m)
+		}
+	}
+	if srv.bcastSeq >= to {
+		return
+	}
+	srv.log.Warn("broadcasts missed for good: they are gone from the cluster's log, or it cannot be read; this node's sessions are ended so that their clients resume and learn it",
+		"from", srv.bcastSeq+1, "to", to, "err", err)
+	srv.bcastHist.skip(to, srv.hist.budget)
+	srv.bcastSeq = to
+	srv.reg.each(func(s *session) {
+		s.end(endf(ReasonSlowConsumer, "this node missed broadcasts %d to %d and cannot get them again; reconnect with resume (it will say LOST)", from, to))
+	})
+}
+
+// BroadcastSeq is the last broadcast this node delivered, for a cluster
+// to compare with other nodes'.
+func (l *Local) BroadcastSeq() uint64 {
+	l.srv.bcastMu.Lock()
+	defer l.srv.bcastMu.Unlock()
+	return l.srv.bcastSeq
+}
+
+// StartBroadcasts sets where the cluster's broadcast log stands: its
+// epoch and last seq. A cluster with Shared calls it in Attach, before
+// any request, and again whenever it sees the log anew (after a NATS
+// outage): another epoch (the log was lost and made anew) starts the
+// sequence over; a later seq means this node missed broadcasts, which
+// it fills from the log.
+func (l *Local) StartBroadcasts(ctx context.Context, epoch string, last uint64) {
+	srv := l.srv
+	srv.bcastMu.Lock()
+	if epoch != srv.epoch {
+		srv.epoch, srv.bcastSeq = epoch, last
+		srv.bcastHist.reset(last, srv.hist.budget)
+		srv.bcastMu.Unlock()
+		return
+	}
+	from := srv.bcastSeq + 1
+	srv.bcastMu.Unlock()
+	if last >= from {
+		srv.fillBroadcasts(ctx, from, last)
+	}
 }
 
 // storeFor validates SendToUidRequest.store_for.

@@ -32,6 +32,14 @@ type Shared interface {
 	// first. Each stored push is returned by one call only, on whichever
 	// node. On an error it returns what it took before the error.
 	TakePushes(ctx context.Context, uid string) ([]StoredPush, error)
+
+	// AppendBroadcast appends push to the cluster's broadcast log and
+	// returns its seq there: the cluster's broadcast sequence, which every
+	// node delivers in order.
+	AppendBroadcast(ctx context.Context, push *presencev1.Push) (seq uint64, err error)
+	// ReadBroadcasts returns the logged broadcasts with seq from..to, in
+	// order, with Seq set; one no longer in the log is absent.
+	ReadBroadcasts(ctx context.Context, from, to uint64) ([]*presencev1.Push, error)
 }
 
 // StoredPush is a push taken from the shared store, with the time it was
