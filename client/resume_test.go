@@ -70,3 +70,20 @@ func TestAcksAutomatically(t *testing.T) {
 		t.Fatalf("push %v", p.Msg)
 	}
 }
+
+// TestAdvanceSkipsUnnumberedPushes proves a push with seq 0 (a cluster
+// node cut off from NATS sends those) does not move the resume position,
+// so a later resume still starts from the last numbered push.
+func TestAdvanceSkipsUnnumberedPushes(t *testing.T) {
+	s := &session{pos: &presencev1.ResumeFrom{}}
+	uid := presencev1.PushScope_PUSH_SCOPE_UID
+	s.advance(&presencev1.Push{Scope: uid, Seq: 7, Epoch: "E"})
+	s.advance(&presencev1.Push{Scope: uid}) // unnumbered
+	if s.pos.GetUidEpoch() != "E" || s.pos.GetUidSeq() != 7 {
+		t.Fatalf("position %v after an unnumbered push; want E/7", s.pos)
+	}
+	s.advance(&presencev1.Push{Scope: uid, Seq: 9, Epoch: "E"})
+	if s.pos.GetUidSeq() != 9 {
+		t.Fatalf("position %v; want E/9", s.pos)
+	}
+}

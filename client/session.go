@@ -344,7 +344,12 @@ func tokenExpiry(tok string) (time.Time, bool) {
 
 // advance moves the resume position past a handled push. Replays of
 // stored pushes may carry a seq below the position; it never goes back.
+// A push with seq 0 is outside any sequence (a cluster node cut off from
+// NATS sends those): it does not move the position.
 func (s *session) advance(p *presencev1.Push) {
+	if p.GetSeq() == 0 {
+		return
+	}
 	switch p.GetScope() {
 	case presencev1.PushScope_PUSH_SCOPE_UID:
 		if p.GetEpoch() != s.pos.UidEpoch || p.GetSeq() > s.pos.UidSeq {

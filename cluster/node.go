@@ -65,6 +65,11 @@ type Node struct {
 	// have looked for stored pushes before the store; one heartbeat later
 	// this node checks and delivers them (see recheckStored).
 	recent map[string]time.Time
+	// joined are the uids whose first session here started, and when: a
+	// node pushing to the uid just then may not yet have known to route
+	// here, so a heartbeat later this node reads the uid's log for pushes
+	// it missed (see recheck).
+	joined map[string]time.Time
 
 	shared     *shared // JetStream storage; nil with NoJetStream
 	catchingUp atomic.Bool
@@ -110,6 +115,7 @@ func New(cfg Config) (*Node, error) {
 		dir:    newDirectory(),
 		peers:  make(map[string]*peer),
 		recent: make(map[string]time.Time),
+		joined: make(map[string]time.Time),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	nc, err := nats.Connect(cfg.URL, cfg.natsOptions(n)...)
@@ -166,6 +172,11 @@ func (n *Node) Attach(local *server.Local) error {
 			return fmt.Errorf("reading the broadcast log: %w", err)
 		}
 		local.StartBroadcasts(ctx, epoch, last)
+		uidEpoch, err := sh.uidLogEpoch(ctx)
+		if err != nil {
+			return fmt.Errorf("reading the uid log: %w", err)
+		}
+		local.StartUidLog(uidEpoch)
 	}
 	g, err := n.nc.Subscribe(n.gossip, n.onGossip)
 	if err != nil {
@@ -207,6 +218,9 @@ func (n *Node) SessionsChanged(sc server.SessionChange) {
 	if c.N > 0 {
 		c.Since = sc.Since.UnixNano()
 		n.mine[c.Uid] = c
+		if sc.Started && c.N == 1 && n.shared != nil {
+			n.joined[c.Uid] = sc.At
+		}
 	} else {
 		delete(n.mine, c.Uid)
 	}
@@ -376,6 +390,9 @@ func (n *Node) Shared() server.Shared {
 // missed (after NATS was away, or when another node's heartbeat shows a
 // later broadcast).
 func (n *Node) catchUp(ctx context.Context) {
+	if epoch, err := n.shared.uidLogEpoch(ctx); err == nil {
+		n.local.StartUidLog(epoch) // another epoch if the log was made anew
+	}
 	epoch, last, err := n.shared.bcastLog(ctx)
 	if err != nil {
 		n.log.Warn("cannot read the broadcast log; missed broadcasts are filled at the next one", "err", err)
@@ -416,12 +433,16 @@ func (n *Node) noteStored(uid string) {
 	n.recent[uid] = time.Now()
 }
 
-// recheckStored closes a race between a store and a uid coming online:
+// recheckStored closes two races with a uid coming online. The first is
+// with a store:
 // a node where the uid identified takes its stored pushes at Identify,
 // but the node that stored a push may have decided the uid was offline
 // before that node's gossip arrived, and stored it after the Identify
 // looked. So a heartbeat after a store, if the directory now shows the
 // uid online, this node takes the uid's stored pushes and sends them.
+// The second is with a push: a node may route a push before it hears of
+// the uid's new session here, so a heartbeat after a uid's first session
+// here, this node reads the uid's log for what it missed.
 func (n *Node) recheckStored() {
 	now := time.Now()
 	var due []string
@@ -435,16 +456,36 @@ func (n *Node) recheckStored() {
 			due = append(due, uid)
 		}
 	}
-	if n.closed {
-		due = nil
+	var joined []string
+	for uid, at := range n.joined {
+		if now.Sub(at) < n.cfg.Heartbeat {
+			continue
+		}
+		delete(n.joined, uid)
+		if _, ok := n.mine[uid]; ok {
+			joined = append(joined, uid)
+		}
 	}
-	n.work.Add(len(due))
+	if n.closed {
+		due, joined = nil, nil
+	}
+	n.work.Add(len(due) + min(len(joined), 1))
 	n.mu.Unlock()
 	for _, uid := range due {
 		go func() {
 			defer n.work.Done()
 			if err := n.local.DeliverStored(n.ctx, uid); err != nil {
 				n.log.Warn("could not deliver pushes stored while the uid came online; they wait for its next Identify or their time", "uid", uid, "err", err)
+			}
+		}()
+	}
+	if len(joined) > 0 {
+		go func() {
+			defer n.work.Done()
+			for _, uid := range joined {
+				if err := n.local.CatchUpUid(n.ctx, uid); err != nil {
+					n.log.Warn("could not check the uid's log after its first session here; a push routed elsewhere just then comes with the uid's next push", "uid", uid, "err", err)
+				}
 			}
 		}()
 	}

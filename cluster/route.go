@@ -72,7 +72,7 @@ func (n *Node) scatter(ctx context.Context, ids []string, op string, body any, t
 
 // SendToUid implements server.Cluster: one request to each node the
 // directory says holds the uid, none to the others.
-func (n *Node) SendToUid(ctx context.Context, uid string, push *presencev1.Push, ackTimeout time.Duration) (server.RemoteDelivery, error) {
+func (n *Node) SendToUid(ctx context.Context, uid string, push *presencev1.Push, prev uint64, ackTimeout time.Duration) (server.RemoteDelivery, error) {
 	var rd server.RemoteDelivery
 	ids, err := n.holders(uid)
 	if err != nil || len(ids) == 0 {
@@ -82,7 +82,7 @@ func (n *Node) SendToUid(ctx context.Context, uid string, push *presencev1.Push,
 	if err != nil {
 		return rd, err
 	}
-	err = n.scatter(ctx, ids, opPush, pushReq{Uid: uid, Push: b, AckTimeout: int64(ackTimeout)}, n.cfg.RequestTimeout+ackTimeout, func(r *reply) {
+	err = n.scatter(ctx, ids, opPush, pushReq{Uid: uid, Push: b, Prev: prev, AckTimeout: int64(ackTimeout)}, n.cfg.RequestTimeout+ackTimeout, func(r *reply) {
 		rd.Delivered += r.Delivered
 		if rd.Epoch == "" && r.Delivered > 0 {
 			rd.Seq, rd.Epoch = r.Seq, r.Epoch
@@ -224,7 +224,7 @@ func (n *Node) serve(op string, data []byte) reply {
 		if err := proto.Unmarshal(req.Push, push); err != nil {
 			return fail(err)
 		}
-		resp, err := n.local.SendToUid(n.ctx, req.Uid, push, time.Duration(req.AckTimeout))
+		resp, err := n.local.SendToUid(n.ctx, req.Uid, push, req.Prev, time.Duration(req.AckTimeout))
 		if err != nil {
 			return fail(err)
 		}

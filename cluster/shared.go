@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -25,6 +27,11 @@ type shared struct {
 	stream  jetstream.Stream // stored pushes
 	bcast   jetstream.Stream // the broadcast log
 	bcastTo string           // its subject
+	uids    jetstream.Stream // the uid log
+	uidTo   string           // its subjects' prefix
+
+	mu      sync.Mutex
+	uidLast map[string]uint64 // a uid's last log entry, as last seen here
 	js      jetstream.JetStream
 	subject string // stored pushes: subject + hex(uid)
 	noStore string // why pushes cannot be stored at all ("" if they can)
@@ -46,7 +53,7 @@ func assetName(prefix string) string {
 // openShared creates or updates the bucket and the stream (the last node
 // to start sets their limits) and returns the store.
 func openShared(ctx context.Context, js jetstream.JetStream, cfg Config, opts server.Options) (*shared, error) {
-	s := &shared{js: js, subject: cfg.Prefix + ".stored.", bcastTo: cfg.Prefix + ".broadcasts"}
+	s := &shared{js: js, subject: cfg.Prefix + ".stored.", bcastTo: cfg.Prefix + ".broadcasts", uidTo: cfg.Prefix + ".uid.", uidLast: make(map[string]uint64)}
 	if opts.HistorySize <= 0 {
 		s.noStore = "this cluster keeps no push history (--history-size 0), so it cannot store pushes"
 	}
@@ -95,6 +102,24 @@ func (s *shared) create(ctx context.Context, cfg Config, opts server.Options) er
 	}
 	if s.bcast == nil {
 		s.bcast = bcast
+	}
+	uids, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              name + "_uids",
+		Description:       "presence: every uid's pushes, numbered in one chain per uid (resume on any node)",
+		Subjects:          []string{s.uidTo + "*"},
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		MaxMsgsPerSubject: int64(max(opts.HistorySize, 1)),
+		MaxAge:            max(opts.HistoryAge, time.Minute),
+		MaxBytes:          opts.HistoryMaxBytes,
+		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
+	})
+	if err != nil {
+		return fmt.Errorf("the uid log: %w", err)
+	}
+	if s.uids == nil {
+		s.uids = uids
 	}
 	if opts.HistorySize <= 0 {
 		return nil
@@ -278,4 +303,104 @@ func (s *shared) bcastLog(ctx context.Context) (string, uint64, error) {
 		return "", 0, err
 	}
 	return strconv.FormatInt(info.Created.UnixNano(), 36), info.State.LastSeq, nil
+}
+
+// hdrPrev names, in a uid log entry, the uid's entry before it.
+const hdrPrev = "Presence-Prev"
+
+// uidLastCacheMax bounds the per-uid last-entry cache (cleared when full:
+// it only saves a read).
+const uidLastCacheMax = 100_000
+
+// uidLogSubject is uid's subject in the uid log.
+func (s *shared) uidLogSubject(uid string) string { return s.uidTo + hex.EncodeToString([]byte(uid)) }
+
+// AppendUid appends push to uid's log with compare-and-set on the uid's
+// last entry (Nats-Expected-Last-Subject-Sequence), so that entries form
+// one chain per uid even when several nodes push at once; the entry names
+// the one before it (hdrPrev). The last entry per uid is cached, so an
+// append usually costs one round trip.
+func (s *shared) AppendUid(ctx context.Context, uid string, push *presencev1.Push) (uint64, uint64, error) {
+	subj := s.uidLogSubject(uid)
+	b, err := proto.Marshal(push)
+	if err != nil {
+		return 0, 0, err
+	}
+	s.mu.Lock()
+	prev, known := s.uidLast[uid]
+	s.mu.Unlock()
+	for try := 0; ; try++ {
+		if !known {
+			if prev, err = s.lastUid(ctx, subj); err != nil {
+				return 0, 0, err
+			}
+		}
+		m := nats.NewMsg(subj)
+		m.Data = b
+		m.Header.Set(hdrPrev, strconv.FormatUint(prev, 10))
+		ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(prev))
+		if err == nil {
+			s.mu.Lock()
+			if len(s.uidLast) >= uidLastCacheMax {
+				clear(s.uidLast)
+			}
+			s.uidLast[uid] = ack.Sequence
+			s.mu.Unlock()
+			return ack.Sequence, prev, nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || (apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence && apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant) || try >= 16 {
+			return 0, 0, err
+		}
+		known = false // another node appended: read the uid's last entry again
+	}
+}
+
+// lastUid is the seq of the last entry on subj (0: none).
+func (s *shared) lastUid(ctx context.Context, subj string) (uint64, error) {
+	m, err := s.uids.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// ReadUid reads uid's entries after after, one direct get each (a resume
+// replays at most --history-size of them), and the uid's last entry.
+func (s *shared) ReadUid(ctx context.Context, uid string, after uint64) ([]server.LoggedPush, uint64, error) {
+	subj := s.uidLogSubject(uid)
+	last, err := s.lastUid(ctx, subj)
+	if err != nil || after >= last {
+		return nil, last, err
+	}
+	var out []server.LoggedPush
+	for seq := after + 1; ; {
+		m, err := s.uids.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out, last, nil
+		}
+		if err != nil {
+			return out, last, err
+		}
+		seq = m.Sequence + 1
+		p := new(presencev1.Push)
+		if err := proto.Unmarshal(m.Data, p); err != nil {
+			continue
+		}
+		prev, _ := strconv.ParseUint(m.Header.Get(hdrPrev), 10, 64)
+		p.Seq = m.Sequence
+		out = append(out, server.LoggedPush{Push: p, Prev: prev})
+	}
+}
+
+// uidLogEpoch is the uid log's epoch: its creation time.
+func (s *shared) uidLogEpoch(ctx context.Context) (string, error) {
+	info, err := s.uids.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	return strconv.FormatInt(info.Created.UnixNano(), 36), nil
 }

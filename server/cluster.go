@@ -45,7 +45,8 @@ type Cluster interface {
 	// result still counts the others); when this node is cut off from the
 	// cluster the error wraps ErrClusterUnreachable even if no other node
 	// is known to hold the uid.
-	SendToUid(ctx context.Context, uid string, push *presencev1.Push, ackTimeout time.Duration) (RemoteDelivery, error)
+	// prev is the uid log's entry before push (see Local.SendToUid).
+	SendToUid(ctx context.Context, uid string, push *presencev1.Push, prev uint64, ackTimeout time.Duration) (RemoteDelivery, error)
 	// Broadcast queues push on every other node; it returns the sessions
 	// reached and an error naming nodes that could not be.
 	Broadcast(ctx context.Context, push *presencev1.Push) (uint32, error)
@@ -109,9 +110,10 @@ type Local struct{ srv *Server }
 
 // SendToUid queues push to uid's sessions here (no store) and, with
 // ackTimeout, waits for their acks. A uid with no session here gets a
-// response with Delivered 0.
-func (l *Local) SendToUid(ctx context.Context, uid string, push *presencev1.Push, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
-	resp, err := l.srv.sendToUidLocal(ctx, uid, push, 0, ackTimeout)
+// response with Delivered 0. In a cluster that numbers uid pushes in its
+// log, push.Seq is its seq there and prev the uid's entry before it.
+func (l *Local) SendToUid(ctx context.Context, uid string, push *presencev1.Push, prev uint64, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
+	resp, err := l.srv.sendToUidLocal(ctx, uid, push, prev, 0, ackTimeout)
 	if status.Code(err) == codes.NotFound {
 		return &presencev1.SendToUidResponse{PushId: push.GetId()}, nil
 	}
@@ -180,6 +182,14 @@ func (srv *Server) deliverStoredHere(ctx context.Context, uid string) {
 	}
 	for _, sp := range taken {
 		sp.Push.Replay = true
+		if srv.uidLogEpoch() != "" {
+			// Numbered in the uid's log and sent to its sessions on every
+			// node, like a live push.
+			if resp, err := srv.sendToUidCluster(ctx, uid, sp.Push, 0, 0); err != nil || resp.GetDelivered() == 0 {
+				srv.restore(ctx, uid, sp)
+			}
+			continue
+		}
 		if r, err := srv.pushToUid(sp.Push, uid, 0); err != nil || r.Offline {
 			srv.restore(ctx, uid, sp)
 		}
@@ -248,16 +258,17 @@ func (srv *Server) sendToUidCluster(ctx context.Context, uid string, push *prese
 		}
 		return &presencev1.SendToUidResponse{PushId: push.Id, SentAt: push.SentAt, Stored: true}, nil
 	}
+	push, prev := srv.logUid(ctx, uid, push)
 	type result struct {
 		rd  RemoteDelivery
 		err error
 	}
 	remote := make(chan result, 1)
 	go func() {
-		rd, err := c.SendToUid(ctx, uid, push, ackTimeout)
+		rd, err := c.SendToUid(ctx, uid, push, prev, ackTimeout)
 		remote <- result{rd, err}
 	}()
-	resp, err := srv.sendToUidLocal(ctx, uid, push, storeFor, ackTimeout)
+	resp, err := srv.sendToUidLocal(ctx, uid, push, prev, storeFor, ackTimeout)
 	r := <-remote
 	if err != nil && status.Code(err) != codes.NotFound {
 		return nil, err
@@ -364,11 +375,12 @@ func (srv *Server) pushToUidCluster(ctx context.Context, push *presencev1.Push, 
 		r.Stored = true
 		return r, nil
 	}
-	r, err := srv.pushToUid(push, uid, storeFor)
+	push, prev := srv.logUid(ctx, uid, push)
+	r, err := srv.deliverHere(ctx, push, uid, prev, storeFor)
 	if err != nil {
 		return r, err
 	}
-	rd, rerr := c.SendToUid(ctx, uid, push, 0)
+	rd, rerr := c.SendToUid(ctx, uid, push, prev, 0)
 	local := r.Delivered
 	if local == 0 && !r.Stored {
 		r.Seq, r.Epoch = rd.Seq, rd.Epoch
@@ -379,6 +391,24 @@ func (srv *Server) pushToUidCluster(ctx context.Context, push *presencev1.Push, 
 		return r, status.Errorf(codes.Unavailable, "uid %q: %v", uid, rerr)
 	}
 	return r, nil
+}
+
+// logUid numbers a copy of push in uid's log, when the cluster keeps one,
+// and returns it with the uid's entry before it. A push the log cannot
+// take (NATS away) goes out with seq 0: delivered, never replayed.
+func (srv *Server) logUid(ctx context.Context, uid string, push *presencev1.Push) (*presencev1.Push, uint64) {
+	epoch := srv.uidLogEpoch()
+	if epoch == "" {
+		return push, 0
+	}
+	p := &presencev1.Push{Id: push.Id, Scope: push.Scope, SentAt: push.SentAt, Payload: push.Payload, AckRequired: push.AckRequired, Replay: push.Replay}
+	seq, prev, err := srv.shared.AppendUid(ctx, uid, p)
+	if err != nil {
+		srv.log.Debug("the uid log cannot take a push; it goes out unnumbered", "uid", uid, "err", err)
+		return p, 0
+	}
+	p.Seq, p.Epoch = seq, epoch
+	return p, prev
 }
 
 // replacedMsg is the Goodbye message of a session a newer one replaced

@@ -80,7 +80,11 @@ func (srv *Server) Serve(conn Conn) error {
 		return srv.endStatus(nil, err)
 	}
 	defer srv.total.Add(-1)
-	replaced, elsewhere, refused := srv.join(s, id.resume)
+	var ul *uidLogRead
+	if srv.uidLogEpoch() != "" {
+		ul = srv.readUidLog(ctx, id.uid, id.resume)
+	}
+	replaced, elsewhere, refused := srv.join(s, id.resume, ul)
 	if refused {
 		err := endf(ReasonLimit, "uid %q already has %d sessions, the limit; close one first", s.uid, srv.opts.MaxSessionsPerUid)
 		s.end(err)
@@ -145,7 +149,7 @@ func (srv *Server) endStatus(s *session, cause *EndError) error {
 // step with respect to pushes: under bcastMu (so each broadcast reaches s
 // by replay or live, exactly once) and the uid's shard lock (the same for
 // the uid's pushes).
-func (srv *Server) join(s *session, resume *presencev1.ResumeFrom) (replaced *session, elsewhere, refused bool) {
+func (srv *Server) join(s *session, resume *presencev1.ResumeFrom, ul *uidLogRead) (replaced *session, elsewhere, refused bool) {
 	srv.bcastMu.Lock()
 	defer srv.bcastMu.Unlock()
 	bcastResult, bcastFrames := srv.resumeBroadcasts(resume)
@@ -155,7 +159,10 @@ func (srv *Server) join(s *session, resume *presencev1.ResumeFrom) (replaced *se
 		}
 		uidResult := presencev1.ResumeResult_RESUME_RESULT_UNSPECIFIED
 		var uidFrames []*Frame
+		uidEpoch, uidSeq := e.epoch, e.seq
 		switch {
+		case ul != nil:
+			uidResult, uidFrames, uidEpoch, uidSeq = srv.joinLogged(e, s, ul, resume)
 		case resume.GetUidEpoch() == "":
 			uidFrames = e.hist.replayFrames(nil, 0, false) // stored pushes only
 		case resume.GetUidEpoch() == e.epoch && e.hist.covers(resume.GetUidSeq(), e.seq):
@@ -166,7 +173,7 @@ func (srv *Server) join(s *session, resume *presencev1.ResumeFrom) (replaced *se
 			uidFrames = e.hist.replayFrames(nil, 0, false)
 		}
 		id := s.identifiedMsg()
-		id.UidEpoch, id.UidSeq = e.epoch, e.seq
+		id.UidEpoch, id.UidSeq = uidEpoch, uidSeq
 		id.BroadcastEpoch, id.BroadcastSeq = srv.epoch, srv.bcastSeq
 		id.UidResume, id.BroadcastResume = uidResult, bcastResult
 		id.Replayed = uint32(len(uidFrames) + len(bcastFrames))

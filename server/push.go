@@ -75,16 +75,17 @@ func (srv *Server) sendToUid(ctx context.Context, uid string, push *presencev1.P
 	if srv.opts.Cluster != nil {
 		return srv.sendToUidCluster(ctx, uid, push, storeFor, ackTimeout)
 	}
-	return srv.sendToUidLocal(ctx, uid, push, storeFor, ackTimeout)
+	return srv.sendToUidLocal(ctx, uid, push, 0, storeFor, ackTimeout)
 }
 
-// sendToUidLocal is SendToUid on this node's sessions only.
-func (srv *Server) sendToUidLocal(ctx context.Context, uid string, push *presencev1.Push, storeFor, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
+// sendToUidLocal is SendToUid on this node's sessions only; prev is the
+// uid log's entry before push (see deliverHere).
+func (srv *Server) sendToUidLocal(ctx context.Context, uid string, push *presencev1.Push, prev uint64, storeFor, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
 	var w *ackWait
 	if ackTimeout > 0 {
 		w = srv.acks.start(push.Id, uid)
 	}
-	r, err := srv.pushToUid(push, uid, storeFor)
+	r, err := srv.deliverHere(ctx, push, uid, prev, storeFor)
 	if err == nil && r.Offline {
 		err = status.Errorf(codes.NotFound, "uid %q has no live session; nothing was sent (set store_for to keep the push until it connects)", uid)
 	}
@@ -102,6 +103,20 @@ func (srv *Server) sendToUidLocal(ctx context.Context, uid string, push *presenc
 		resp.AckedSessions, resp.UnackedSessions = srv.acks.wait(ctx, push.Id, w, ackTimeout)
 	}
 	return resp, nil
+}
+
+// deliverHere queues a push to uid's sessions here: numbered in this
+// node's sequence for the uid (pushToUid), or, in a cluster that numbers
+// uid pushes in its log, in the log's order (deliverLogged; a push the log
+// could not take, seq 0, goes out unnumbered).
+func (srv *Server) deliverHere(ctx context.Context, push *presencev1.Push, uid string, prev uint64, storeFor time.Duration) (uidDelivery, error) {
+	if srv.uidLogEpoch() != "" {
+		if push.GetSeq() == 0 {
+			return srv.queueUnlogged(push, uid), nil
+		}
+		return srv.deliverLogged(ctx, uid, push, prev), nil
+	}
+	return srv.pushToUid(push, uid, storeFor)
 }
 
 // uidDelivery is the outcome of a push to one uid.

@@ -47,6 +47,7 @@ type Server struct {
 	localIdem     *idempotency     // this node's keys (trimmed by the reaper)
 	idem          idempotencyStore // localIdem, or the cluster's shared keys
 	shared        Shared           // the cluster's shared store, or nil
+	uidEpoch      atomic.Value     // string: the uid log's epoch, in a cluster with Shared
 
 	mu       sync.Mutex
 	active   int           // handlers running; guarded by mu

@@ -27,6 +27,11 @@ type session struct {
 	cancel      context.CancelCauseFunc // ends the session with an *EndError cause; first cause wins
 	identified  chan struct{}           // closed by the handler once registered; lets the reader go on
 
+	// uidFloor is the uid log seq up to which the session got its uid's
+	// pushes by replay at Identify (pushes still on their way to this node
+	// then are not queued to it again). Guarded by the uid's shard lock.
+	uidFloor uint64
+
 	// Written by the reader on every frame, read by the reaper. Unix
 	// nanoseconds. An atomic store per frame: no timer is touched.
 	lastSeen atomic.Int64

@@ -40,6 +40,14 @@ type Shared interface {
 	// ReadBroadcasts returns the logged broadcasts with seq from..to, in
 	// order, with Seq set; one no longer in the log is absent.
 	ReadBroadcasts(ctx context.Context, from, to uint64) ([]*presencev1.Push, error)
+
+	// AppendUid appends push to uid's log and returns its seq there and
+	// the seq of the uid's entry before it (0: none).
+	AppendUid(ctx context.Context, uid string, push *presencev1.Push) (seq, prev uint64, err error)
+	// ReadUid returns uid's log entries after seq after, in order, with
+	// Seq set (none when after is math.MaxUint64), and the seq of its last
+	// entry (0: none).
+	ReadUid(ctx context.Context, uid string, after uint64) (pushes []LoggedPush, last uint64, err error)
 }
 
 // StoredPush is a push taken from the shared store, with the time it was

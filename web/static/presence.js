@@ -294,9 +294,12 @@ export class PresenceClient {
   // by every frame; the timer chain alone carries on only while the
   // server does not answer.
   // _advance moves the resume position past a handled push; a replayed
-  // stored push may be older than the position, which never goes back.
+  // stored push may be older than the position, which never goes back. A
+  // push with seq 0 is outside any sequence (sent by a cluster node cut off
+  // from NATS) and does not move it.
   _advance(p) {
     const seq = p.seq ?? '0';
+    if (seq === '0' || seq === 0) return;
     const [e, s] = p.scope === 'PUSH_SCOPE_BROADCAST' ? ['broadcastEpoch', 'broadcastSeq'] : ['uidEpoch', 'uidSeq'];
     if (p.epoch !== this._pos[e] || BigInt(seq) > BigInt(this._pos[s])) {
       this._pos[e] = p.epoch ?? '';

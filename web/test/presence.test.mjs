@@ -245,8 +245,10 @@ test('resumes from the last push handled, acks pushes that ask, reports lost', a
   ws.frame({ identified: { sessionId: 'S1', uid: 'alice', heartbeatInterval: '1s', heartbeatTimeout: '3s', uidEpoch: 'UE', broadcastEpoch: 'BE', broadcastSeq: '7' } });
   ws.frame({ push: { id: 'P1', scope: 'PUSH_SCOPE_UID', seq: '1', epoch: 'UE', ackRequired: true, data: 1 } });
   ws.frame({ push: { id: 'P2', scope: 'PUSH_SCOPE_BROADCAST', seq: '8', epoch: 'BE', data: 2 } });
+  // Outside any sequence (a cluster node cut off from NATS): delivered, no position.
+  ws.frame({ push: { id: 'P3', scope: 'PUSH_SCOPE_UID', data: 3 } });
   assert.deepEqual(ws.sent.filter((f) => f.ack), [{ ack: { pushId: 'P1' } }], 'acks only the push that asked');
-  assert.equal(pushes.length, 2);
+  assert.equal(pushes.length, 3);
   ws.serverClose(1006);
   await sleep(80);
   ws = last();
