@@ -43,11 +43,13 @@ type Config struct {
 	// a session list, one snapshot page); a push that asks for acks waits
 	// its ack timeout more. Default 2 s.
 	RequestTimeout time.Duration
-	// NoJetStream keeps idempotency keys and stored pushes on the node
-	// that took the call, as on one node. By default they are kept in
-	// NATS JetStream (a key-value bucket and a stream, created at start),
-	// so that they hold on every node; the NATS server must then have
-	// JetStream enabled.
+	// NoJetStream numbers pushes and keeps history, stored pushes and
+	// idempotency keys on each node, as on one node (a client resuming on
+	// another node is told LOST). By default the logs that number a uid's
+	// pushes and the broadcasts, stored pushes and idempotency keys are
+	// kept in NATS JetStream (a key-value bucket and three streams,
+	// created at start), so that they hold on every node; the NATS server
+	// must then have JetStream enabled.
 	NoJetStream bool
 	// Replicas is how many NATS servers keep each JetStream bucket and
 	// stream (1, 3 or 5; more than 1 needs a NATS cluster). Default 1.

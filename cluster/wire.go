@@ -69,7 +69,7 @@ const (
 
 type pushReq struct {
 	Uid        string `json:"uid"`
-	Push       []byte `json:"push"` // presencev1.Push
+	Push       []byte `json:"push"`           // presencev1.Push
 	Prev       uint64 `json:"prev,omitempty"` // the uid log's entry before it
 	AckTimeout int64  `json:"ack_timeout,omitempty"`
 }

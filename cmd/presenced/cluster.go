@@ -22,7 +22,7 @@ func bindClusterFlags(fs *flag.FlagSet, cfg *daemon.Config) {
 	fs.DurationVar(&c.Heartbeat, "nats-heartbeat", cluster.DefaultHeartbeat, "how often a node tells the others it is alive")
 	fs.DurationVar(&c.NodeTimeout, "nats-node-timeout", cluster.DefaultNodeTimeout, "a node silent this long is taken for dead and its uids offline (at least 3 heartbeats)")
 	fs.DurationVar(&c.RequestTimeout, "nats-request-timeout", cluster.DefaultRequestTimeout, "bound on one request to another node (a push waits its ack_timeout more); past it the call is UNAVAILABLE")
-	fs.Var(notFlag{&c.NoJetStream}, "nats-jetstream", "keep idempotency keys and stored pushes in NATS JetStream, so they hold on every node (NATS must run with JetStream: nats-server -js); false: per node")
+	fs.Var(notFlag{&c.NoJetStream}, "nats-jetstream", "keep push logs, stored pushes and idempotency keys in NATS JetStream, so clients resume on any node and keys and stored pushes hold on every node (NATS must run with JetStream: nats-server -js); false: all per node")
 	fs.IntVar(&c.Replicas, "nats-replicas", 1, "NATS servers keeping each JetStream bucket and stream: 1, 3 or 5 (more than 1 needs a NATS cluster)")
 }
 
