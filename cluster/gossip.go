@@ -49,6 +49,12 @@ func (n *Node) onGossip(m *nats.Msg) {
 		n.mu.Unlock()
 		return
 	}
+	var over []string // uids a session elsewhere took past the limit
+	defer func() {
+		for _, uid := range over {
+			n.enforceLimit(uid)
+		}
+	}()
 	p := n.peers[g.Node]
 	if p != nil && p.inc != g.Inc {
 		n.dropPeerLocked(g.Node, "restarted")
@@ -72,6 +78,11 @@ func (n *Node) onGossip(m *nats.Msg) {
 			default:
 				for _, c := range g.Changes {
 					n.applyLocked(p.id, c)
+					if c.Ev == evStarted {
+						if k, _ := n.dir.presence(c.Uid); k > n.maxPerUid {
+							over = append(over, c.Uid)
+						}
+					}
 				}
 				p.seq = last
 			}

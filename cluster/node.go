@@ -72,6 +72,7 @@ type Node struct {
 	joined map[string]time.Time
 
 	shared     *shared // JetStream storage; nil with NoJetStream
+	maxPerUid  int     // the server's per-uid session limit
 	catchingUp atomic.Bool
 }
 
@@ -151,6 +152,7 @@ func (n *Node) Attach(local *server.Local) error {
 		return fmt.Errorf("cluster node %s: attached twice or closed", n.id)
 	}
 	n.local = local
+	n.maxPerUid = local.Options().MaxSessionsPerUid
 	if !n.cfg.NoJetStream {
 		js, err := jetstream.New(n.nc)
 		if err != nil {
@@ -376,6 +378,23 @@ func (n *Node) sweep() {
 			n.dropPeerLocked(id, fmt.Sprintf("no heartbeat for %v", now.Sub(p.heard).Round(time.Millisecond)))
 		}
 	}
+}
+
+// enforceLimit settles a uid that a session on another node took past
+// the per-uid limit: two Identifies on two nodes within the gossip delay
+// can both pass it. Every node applies the same rule to the same view and
+// ends only its own sessions, the ones the policy leaves out (see
+// Local.EnforceLimit).
+func (n *Node) enforceLimit(uid string) {
+	n.mu.Lock()
+	var others []server.Holding
+	for _, h := range n.dir.uids[uid] {
+		if h.node != n.id {
+			others = append(others, server.Holding{Sessions: h.n, Oldest: h.since})
+		}
+	}
+	n.mu.Unlock()
+	n.local.EnforceLimit(uid, others)
 }
 
 // Shared implements server.Cluster.

@@ -225,6 +225,63 @@ func (l *Local) ReplaceOldest(uid, msg string) bool {
 	return true
 }
 
+// Holding is another node's sessions of a uid: how many, and the oldest
+// one's start.
+type Holding struct {
+	Sessions int
+	Oldest   time.Time
+}
+
+// EnforceLimit ends this node's sessions of uid that the per-uid limit
+// leaves out, judged with the other nodes' holdings: two Identifies on two
+// nodes at once can both pass the limit, each node seeing only the other
+// sessions it had heard of. The rule keeps, by policy, the oldest
+// sessions (refuse-newest) or the newest (replace-oldest), as one node
+// would have. Each node ends only its own sessions, and only those it is
+// sure the rule leaves out (it knows another node's oldest session, not
+// all of them), so it never ends one too many.
+func (l *Local) EnforceLimit(uid string, others []Holding) {
+	srv := l.srv
+	max := srv.opts.MaxSessionsPerUid
+	ss := srv.reg.sessionsOf(uid) // oldest first
+	total := len(ss)
+	for _, o := range others {
+		total += o.Sessions
+	}
+	if total <= max {
+		return
+	}
+	for i, s := range ss {
+		if total <= max {
+			return
+		}
+		switch srv.opts.SessionsPerUidPolicy {
+		case RefuseNewest:
+			older := i // this node's sessions before s
+			for _, o := range others {
+				if o.Oldest.Before(s.connectedAt) {
+					older++ // at least one there is older
+				}
+			}
+			if older >= max {
+				s.end(endf(ReasonLimit, "uid %q already had %d sessions in the cluster when this one started (another node let one in at the same moment); close one first", uid, max))
+				total--
+			}
+		default: // ReplaceOldest
+			newer := len(ss) - i - 1
+			for _, o := range others {
+				if o.Oldest.After(s.connectedAt) {
+					newer += o.Sessions // all of them are newer
+				}
+			}
+			if newer >= max {
+				s.end(endf(ReasonReplaced, replacedMsg, uid, max))
+				total--
+			}
+		}
+	}
+}
+
 // Sessions lists uid's sessions here, oldest first.
 func (l *Local) Sessions(uid string) []*presencev1.SessionInfo {
 	return sessionInfos(l.srv.reg.sessionsOf(uid))
