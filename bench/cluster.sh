@@ -23,7 +23,7 @@
 # ports is taken. Everything it started is stopped on exit.
 #
 # Environment: RUNS=3, SESSIONS=3000 (in all, spread evenly), RATE=500
-# (cross-node pushes/s, and as many same-node), DURATION=20s, COUNT=100
+# (pushes/s in all, half cross-node, half same-node), DURATION=20s, COUNT=100
 # (broadcasts at saturation), WINDOW=16, SERVER_CPU=0, TOOL_CPU=1,
 # OUT=bench/results, QUIET_WAIT=10 (seconds to wait for a quiet machine
 # before each run; the reports record how busy it was either way).

@@ -20,8 +20,8 @@
 //	         and heap back to baseline
 //	cluster  several nodes joined over NATS (--nodes GRPC/HTTP,...,
 //	         --server-pids, --nats-pid): sessions spread evenly over them;
-//	         REST SendToUid cross-node and same-node interleaved, open
-//	         loop at --rate each (the hop's cost as a ratio in one run);
+//	         REST SendToUid cross-node and same-node alternately, open
+//	         loop at --rate in all (the hop's cost as a ratio in one run);
 //	         then Broadcasts through the first node at saturation,
 //	         receipts counted on every node; API delivered counts are
 //	         checked against receipts. bench/cluster.sh runs it.
@@ -146,7 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.DurationVar(&c.settle, "settle", 0, "idle: wait after the last session is identified (default heartbeat interval + 2s); silent: before going silent (default one interval)")
 	fs.DurationVar(&c.duration, "duration", 0, "cap of the measured phase (default: fanout 15s fixed-rate phase, unicast 20s, cluster 20s unicast phase (its broadcast phase is capped at twice that), slow 20s stall phase, churn 10s, silent 3 timeouts + reap interval)")
 	fs.DurationVar(&c.deadline, "deadline", 10*time.Minute, "overall deadline of the run")
-	fs.Float64Var(&c.rate, "rate", 0, "offered rate per second (default: fanout 2 broadcasts, unicast 500 pushes, slow 50 broadcasts, cluster 500 cross-node + 500 same-node pushes)")
+	fs.Float64Var(&c.rate, "rate", 0, "offered rate per second (default: fanout 2 broadcasts, unicast 500 pushes, slow 50 broadcasts, cluster 500 pushes, half of them cross-node)")
 	fs.IntVar(&c.count, "count", 0, "fanout: broadcasts in the saturation phase (default 300); cluster: likewise (default 100); churn: cycles (default 50000)")
 	fs.IntVar(&c.window, "window", 16, "fanout saturation: broadcasts in flight (sent, not yet received by every session); must stay below the server's queue bound")
 	fs.IntVar(&c.payloadBytes, "payload-bytes", -1, "approximate push payload size (default: slow 1024, others just the timestamp)")
