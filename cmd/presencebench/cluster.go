@@ -318,7 +318,22 @@ func runCluster(ctx context.Context, e *env) error {
 		}
 	}
 
-	// Phase 1: unicast, cross-node and same-node interleaved.
+	// The cluster's CPU with the sessions open and nothing pushed
+	// (heartbeats, gossip heartbeats), to tell what the pushes cost.
+	idle := orDefault(cfg.settle, 2*time.Second)
+	idleSrv0, idleNats0, idleAt := e.clusterCPU(ctx, false), e.natsCPU(), time.Now()
+	sleepUntil(idleAt.Add(idle), ctx.Done())
+	idleWall := time.Since(idleAt).Seconds()
+	idleCores := -1.0
+	if idleSrv1 := e.clusterCPU(ctx, false); idleSrv0 >= 0 && idleSrv1 >= 0 {
+		idleCores = (idleSrv1 - idleSrv0) / idleWall
+		rep.metric("idle.server_cpu", idleCores, "cores", fmt.Sprintf("all nodes over %v with the sessions open and nothing pushed", idle))
+	}
+	if idleNats1 := e.natsCPU(); idleNats0 >= 0 && idleNats1 >= 0 {
+		rep.metric("idle.nats_cpu", (idleNats1-idleNats0)/idleWall, "cores", "")
+	}
+
+	// Phase 1: unicast, cross-node and same-node alternately.
 	rng := rand.New(rand.NewPCG(cfg.seed, 0x5eed))
 	plan := planUnicast(rng, nodeOf, k, count)
 	var stats [2]pushStats // [0] same-node, [1] cross-node
@@ -442,6 +457,9 @@ func runCluster(ctx context.Context, e *env) error {
 	e.nodeCPUMetrics("unicast", nodes0, nodes1, nats0, nats1, uniCPU.WallSec)
 	if ok := stats[0].ok + stats[1].ok; uniSrv > 0 && ok > 0 {
 		rep.metric("unicast.server_cpu_per_push", uniSrv/float64(ok)*1e6, "µs", "CPU of all nodes over the phase / accepted pushes (both kinds; includes heartbeats, gossip, the REST gateway)")
+		if idleCores >= 0 {
+			rep.metric("unicast.server_cpu_per_push_net", (uniSrv-idleCores*uniCPU.WallSec)/float64(ok)*1e6, "µs", "the same less the idle.server_cpu baseline")
+		}
 	}
 	if tl.P99Ms > 0.2*ls[1].P99Ms {
 		rep.note("the tool's own scheduling lag (p99 %.3f ms) is a sizeable part of the cross-node p99; it is included in the latency (open loop)", tl.P99Ms)

@@ -187,7 +187,7 @@ func TestClusterScenario(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "cluster.json")
 	var stdout, stderr bytes.Buffer
 	args := []string{"--scenario", "cluster", "--nodes", strings.Join(addrs, ","), "--sessions", "30",
-		"--rate", "100", "--duration", "1s", "--count", "20", "--window", "4", "--out", out, "--deadline", "40s"}
+		"--rate", "100", "--duration", "1s", "--settle", "200ms", "--count", "20", "--window", "4", "--out", out, "--deadline", "40s"}
 	if err := run(args, &stdout, &stderr); err != nil {
 		t.Fatalf("presencebench %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
