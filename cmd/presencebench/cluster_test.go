@@ -87,6 +87,26 @@ func TestClusterFlags(t *testing.T) {
 	}
 }
 
+// TestCPUList proves affinity lists are read as Linux writes them, and
+// that the nodes' CPUs are counted once however many nodes share them.
+func TestCPUList(t *testing.T) {
+	for list, want := range map[string][]int{"0": {0}, "0-1": {0, 1}, "0-2,4": {0, 1, 2, 4}, "1,3-4": {1, 3, 4}, "": nil, "x": nil} {
+		if got := expandCPUList(list); !reflect.DeepEqual(got, want) {
+			t.Errorf("expandCPUList(%q) = %v; want %v", list, got, want)
+		}
+		if got := countCPUList(list); got != len(want) {
+			t.Errorf("countCPUList(%q) = %d; want %d", list, got, len(want))
+		}
+	}
+	self := &target{pid: os.Getpid()}
+	if n := unionCPUs([]*target{self, self, self}); n != self.serverCPUs() || n < 1 {
+		t.Errorf("unionCPUs of three of this process = %d; want its own %d", n, self.serverCPUs())
+	}
+	if n := unionCPUs([]*target{self, {}}); n != 0 {
+		t.Errorf("unionCPUs with an unknown pid = %d; want 0", n)
+	}
+}
+
 func TestSessionsPerNode(t *testing.T) {
 	for _, c := range []struct {
 		n, k int

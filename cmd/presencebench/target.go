@@ -287,24 +287,7 @@ func (t *target) cpuList() string {
 }
 
 // countCPUList counts the CPUs in a list like "0-1,4".
-func countCPUList(s string) int {
-	n := 0
-	for _, part := range strings.Split(s, ",") {
-		lo, hi, ok := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil {
-			continue
-		}
-		b := a
-		if ok {
-			if b, err = strconv.Atoi(hi); err != nil {
-				continue
-			}
-		}
-		n += b - a + 1
-	}
-	return n
-}
+func countCPUList(s string) int { return len(expandCPUList(s)) }
 
 // readRSS returns VmRSS of pid in bytes.
 func readRSS(pid int) (float64, error) {
