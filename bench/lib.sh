@@ -1,13 +1,15 @@
-# Shared by bench/run.sh and bench/compare.sh (sourced, not run): the
-# server's lifecycle and the wait for a quiet machine. Needs BIN, GRPC,
-# HTTP, SERVER_CPU and QUIET_WAIT set; sets SRV.
+# Shared by bench/run.sh, bench/compare.sh and bench/cluster.sh (sourced,
+# not run): the servers' lifecycle and the wait for a quiet machine. Needs
+# BIN, GRPC, HTTP, SERVER_CPU and QUIET_WAIT set; sets SRV (the latest
+# server started) and SRVS (every process started and not yet stopped,
+# all stopped at exit).
 
 SRV=""
+SRVS=()
 cleanup() {
-	if [[ -n "$SRV" ]] && kill -0 "$SRV" 2>/dev/null; then
-		kill -TERM "$SRV" 2>/dev/null || true
-		wait "$SRV" 2>/dev/null || true
-	fi
+	local p
+	for p in "${SRVS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${SRVS[@]}"; do wait "$p" 2>/dev/null || true; done
 	rm -rf "$BIN"
 }
 trap cleanup EXIT
@@ -18,6 +20,17 @@ require_free_port() {
 		echo "something already serves $HTTP; stop it first" >&2
 		exit 1
 	fi
+}
+
+# require_free_ports PORT... fails when anything listens on 127.0.0.1:PORT.
+require_free_ports() {
+	local port
+	for port in "$@"; do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			echo "127.0.0.1:$port is taken; stop what listens there first" >&2
+			exit 1
+		fi
+	done
 }
 
 # busy_cores prints how many cores all processes used over the last second
@@ -39,32 +52,47 @@ wait_quiet() {
 	echo "   (machine still busy; running anyway: the report records it)"
 }
 
-# start_server BIN [FLAGS...] starts a fresh presenced pinned to SERVER_CPU
-# and waits until it is healthy.
+# start_server BIN [FLAGS...] starts a fresh presenced on $GRPC/$HTTP
+# pinned to SERVER_CPU, logging to $BIN/${SRV_LOG:-presenced}.log, and
+# waits until it is healthy.
 start_server() {
-	local bin=$1
+	local bin=$1 log="$BIN/${SRV_LOG:-presenced}.log"
 	shift
-	taskset -c "$SERVER_CPU" "$bin" --grpc-addr "$GRPC" --http-addr "$HTTP" "$@" >"$BIN/presenced.log" 2>&1 &
+	taskset -c "$SERVER_CPU" "$bin" --grpc-addr "$GRPC" --http-addr "$HTTP" "$@" >"$log" 2>&1 &
 	SRV=$!
+	SRVS+=("$SRV")
 	local i
 	for ((i = 0; i < 100; i++)); do
 		curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && return 0
 		sleep 0.1
 	done
 	echo "presenced did not come up:" >&2
-	tail -20 "$BIN/presenced.log" >&2
+	tail -20 "$log" >&2
 	exit 1
 }
 
-# stop_server stops it with SIGTERM (SIGKILL after 20 s).
-stop_server() {
-	kill -TERM "$SRV"
-	local i
+# stop_pids PID... stops processes started here with SIGTERM (SIGKILL
+# after 20 s), all at once, and forgets them.
+stop_pids() {
+	local p i alive
+	for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
 	for ((i = 0; i < 200; i++)); do
-		kill -0 "$SRV" 2>/dev/null || break
+		alive=false
+		for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=true; done
+		$alive || break
 		sleep 0.1
 	done
-	kill -KILL "$SRV" 2>/dev/null || true
-	wait "$SRV" 2>/dev/null || true
+	for p in "$@"; do
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	local rest=() q
+	for q in "${SRVS[@]}"; do [[ " $* " == *" $q "* ]] || rest+=("$q"); done
+	SRVS=("${rest[@]}")
+}
+
+# stop_server stops the latest server started.
+stop_server() {
+	stop_pids "$SRV"
 	SRV=""
 }

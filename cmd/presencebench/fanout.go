@@ -102,51 +102,16 @@ func runFanout(ctx context.Context, e *env) error {
 
 	// Phase 2: saturation, bounded by count and 2x --duration.
 	e.pr.printf("saturation: %d broadcasts back to back, window %d", satCount, window)
-	var satRPC []int64
-	satErrs := 0
-	capAt := time.Now().Add(2 * dur)
-	srv1, cpu1 := e.t.cpuSeconds(ctx), cpuNow()
-	satStart := time.Now()
 	first := int64(fixed)
-	var sent atomic.Int64
-	var lastSec int64 // progress printer only
-	stop = e.pr.every(time.Second, func() string {
-		ns := sent.Load()
-		r, _ := tr.totals(first, first+ns)
-		d := r - lastSec
-		lastSec = r
-		return fmt.Sprintf("saturation: %d/%d sent, %d deliveries (%d/s), %d sessions ended", ns, satCount, r, d, tr.ended.Load())
+	sr := saturate(ctx, e.pr, tr, pub, saturation{
+		first: first, count: satCount, window: window, capAt: time.Now().Add(2 * dur),
+		srvCPU: func() float64 { return e.t.cpuSeconds(ctx) },
 	})
-	for k := int64(0); k < int64(satCount) && ctx.Err() == nil && time.Now().Before(capAt); k++ {
-		idx := first + k
-		if k >= int64(window) && !tr.wait(idx-int64(window), capAt, ctx.Done()) {
-			break
-		}
-		t0 := time.Now()
-		resp, err := pub.broadcast(ctx, idx, t0.UnixNano())
-		if err != nil {
-			satErrs++
-			continue
-		}
-		satRPC = append(satRPC, time.Since(t0).Nanoseconds())
-		tr.sent(idx, resp.GetDelivered())
-		sent.Store(k + 1)
-	}
-	nsent := sent.Load()
-	for k := int64(0); k < nsent; k++ {
-		tr.wait(first+k, time.Now().Add(5*time.Second), ctx.Done())
-	}
-	stop()
-	satCPU := cpuSince(cpu1)
-	satSrv := e.t.cpuSeconds(ctx) - srv1
+	nsent, satErrs, satRPC, satCPU, satSrv, elapsed := sr.sent, sr.errs, sr.rpc, sr.cpu, sr.srvSec, sr.elapsed
 	if err := e.heapProfile(); err != nil {
 		return err
 	}
 	recv, deliv = tr.totals(first, first+nsent)
-	elapsed := time.Duration(tr.last.Load() - satStart.UnixNano())
-	if elapsed <= 0 {
-		elapsed = time.Since(satStart)
-	}
 	perSec := float64(recv) / elapsed.Seconds()
 	endedSat := tr.ended.Load() - endedFixed
 	rep.metric("saturation.broadcasts", float64(nsent), "", fmt.Sprintf("window %d, %d errors", window, satErrs))
@@ -174,4 +139,76 @@ func runFanout(ctx context.Context, e *env) error {
 	rep.Ends = endTally(sessions)
 	e.pr.printf("saturation: %.0f deliveries/s, fixed p99 %.1f ms, %d evicted", perSec, fl.P99Ms, tr.ended.Load())
 	return nil
+}
+
+// saturation says how to run a saturation phase.
+type saturation struct {
+	base   int64 // push index of tracker slot 0 (the payload's "i" is base+slot)
+	first  int64 // first tracker slot to use
+	count  int   // broadcasts to send at most
+	window int   // broadcasts in flight at most
+	capAt  time.Time
+	srvCPU func() float64 // the server(s)' CPU seconds so far, or -1
+}
+
+// satResult is what a saturation phase measured.
+type satResult struct {
+	sent    int64   // broadcasts sent (slots first..first+sent)
+	errs    int     // Broadcast calls that failed
+	rpc     []int64 // Broadcast call latencies, ns
+	cpu     CPU     // the tool's CPU over the phase
+	srvSec  float64 // the server(s)' CPU seconds over the phase
+	elapsed time.Duration
+}
+
+// saturate broadcasts back to back through pub, at most s.window in
+// flight (sent but not yet received by every session the server queued
+// them to), so that it measures how fast the server can deliver rather
+// than how fast its queues overflow; bounded by s.count and s.capAt. Then
+// it waits (5 s at most per broadcast) for the last receipts. elapsed runs
+// from the first send to the last receipt.
+func saturate(ctx context.Context, pr *progress, tr *tracker, pub *publisher, s saturation) satResult {
+	var r satResult
+	srv0, cpu0 := s.srvCPU(), cpuNow()
+	start := time.Now()
+	var sent atomic.Int64
+	var lastSec int64 // progress printer only
+	stop := pr.every(time.Second, func() string {
+		ns := sent.Load()
+		got, _ := tr.totals(s.first, s.first+ns)
+		d := got - lastSec
+		lastSec = got
+		return fmt.Sprintf("saturation: %d/%d sent, %d deliveries (%d/s), %d sessions ended", ns, s.count, got, d, tr.ended.Load())
+	})
+	for k := int64(0); k < int64(s.count) && ctx.Err() == nil && time.Now().Before(s.capAt); k++ {
+		idx := s.first + k
+		if k >= int64(s.window) && !tr.wait(idx-int64(s.window), s.capAt, ctx.Done()) {
+			break
+		}
+		t0 := time.Now()
+		resp, err := pub.broadcast(ctx, s.base+idx, t0.UnixNano())
+		if err != nil {
+			r.errs++
+			continue
+		}
+		r.rpc = append(r.rpc, time.Since(t0).Nanoseconds())
+		tr.sent(idx, resp.GetDelivered())
+		sent.Store(k + 1)
+	}
+	r.sent = sent.Load()
+	for k := int64(0); k < r.sent; k++ {
+		tr.wait(s.first+k, time.Now().Add(5*time.Second), ctx.Done())
+	}
+	stop()
+	r.cpu = cpuSince(cpu0)
+	if srv1 := s.srvCPU(); srv0 >= 0 && srv1 >= 0 {
+		r.srvSec = srv1 - srv0
+	} else {
+		r.srvSec = -1
+	}
+	r.elapsed = time.Duration(tr.last.Load() - start.UnixNano())
+	if r.elapsed <= 0 {
+		r.elapsed = time.Since(start)
+	}
+	return r
 }

@@ -18,6 +18,13 @@
 //	         others' latency with and without them, time to end them, RSS
 //	churn    connect/identify/disconnect cycles; sessions/s, goroutines
 //	         and heap back to baseline
+//	cluster  several nodes joined over NATS (--nodes GRPC/HTTP,...,
+//	         --server-pids, --nats-pid): sessions spread evenly over them;
+//	         REST SendToUid cross-node and same-node alternately, open
+//	         loop at --rate in all (the hop's cost as a ratio in one run);
+//	         then Broadcasts through the first node at saturation,
+//	         receipts counted on every node; API delivered counts are
+//	         checked against receipts. bench/cluster.sh runs it.
 //
 // Safety: it only ever talks to 127.0.0.0/8. Every address is resolved up
 // front and refused unless it is loopback, and every dial checks again.
@@ -61,6 +68,11 @@ type config struct {
 	grpcAddr  string
 	httpAddr  string
 	serverPID int
+	nodes     string // cluster: GRPC/HTTP pairs, comma-separated
+	pids      string // cluster: the nodes' pids, comma-separated
+	natsPID   int    // cluster: nats-server's pid, for its CPU
+	nodeList  []nodeAddr
+	nodePIDs  []int
 	inprocess bool
 	out       string
 	label     string
@@ -114,25 +126,28 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs := flag.NewFlagSet("presencebench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := &config{}
-	fs.StringVar(&c.scenario, "scenario", "", "idle, fanout, unicast, silent, slow or churn")
+	fs.StringVar(&c.scenario, "scenario", "", "idle, fanout, unicast, silent, slow, churn or cluster")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:9090", "presenced gRPC address (must be 127.0.0.0/8)")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "presenced HTTP address: REST and /metrics (must be 127.0.0.0/8)")
 	fs.IntVar(&c.serverPID, "server-pid", 0, "presenced's pid, for RSS (/proc/PID/status VmRSS) and CPU (/proc/PID/stat); without it they come from /metrics")
+	fs.StringVar(&c.nodes, "nodes", "", "cluster: the nodes, GRPC_ADDR/HTTP_ADDR pairs, comma-separated (each must be 127.0.0.0/8), e.g. 127.0.0.1:19091/127.0.0.1:19081,127.0.0.1:19092/127.0.0.1:19082")
+	fs.StringVar(&c.pids, "server-pids", "", "cluster: the nodes' pids in --nodes order, comma-separated, for RSS and CPU (without them they come from each node's /metrics)")
+	fs.IntVar(&c.natsPID, "nats-pid", 0, "cluster: the NATS server's pid, for its CPU (counted as the cluster's, not as noise)")
 	fs.BoolVar(&c.inprocess, "inprocess", false, "start the server inside the bench (quick look only; results are marked as such)")
 	fs.StringVar(&c.out, "out", "", "write the JSON report to this file")
 	fs.StringVar(&c.label, "label", "", `free text stored in the report; "group#n" groups runs for --summarize`)
 
-	fs.IntVar(&c.sessions, "sessions", 0, "sessions to open (default per scenario: 10000 idle/fanout/unicast, 1000 silent/slow)")
+	fs.IntVar(&c.sessions, "sessions", 0, "sessions to open (default per scenario: 10000 idle/fanout/unicast, 1000 silent/slow, 3000 cluster in all)")
 	fs.IntVar(&c.conns, "conns", 0, "client connections to carry the sessions (default one per session)")
 	fs.IntVar(&c.streamsPerConn, "streams-per-conn", 0, "sessions per connection (overrides --conns)")
 	fs.IntVar(&c.sourceAddrs, "source-addrs", 16, "client source addresses to spread sockets over (127.0.0.2 upwards)")
 	fs.IntVar(&c.dialParallel, "dial-parallel", 256, "sessions opened at once")
 
-	fs.DurationVar(&c.settle, "settle", 0, "idle: wait after the last session is identified (default heartbeat interval + 2s); silent: before going silent (default one interval)")
-	fs.DurationVar(&c.duration, "duration", 0, "cap of the measured phase (default: fanout 15s fixed-rate phase, unicast 20s, slow 20s stall phase, churn 10s, silent 3 timeouts + reap interval)")
+	fs.DurationVar(&c.settle, "settle", 0, "idle: wait after the last session is identified (default heartbeat interval + 2s); silent: before going silent (default one interval); cluster: the idle CPU baseline before the pushes (default 2s)")
+	fs.DurationVar(&c.duration, "duration", 0, "cap of the measured phase (default: fanout 15s fixed-rate phase, unicast 20s, cluster 20s unicast phase (its broadcast phase is capped at twice that), slow 20s stall phase, churn 10s, silent 3 timeouts + reap interval)")
 	fs.DurationVar(&c.deadline, "deadline", 10*time.Minute, "overall deadline of the run")
-	fs.Float64Var(&c.rate, "rate", 0, "offered rate per second (default: fanout 2 broadcasts, unicast 500 pushes, slow 50 broadcasts)")
-	fs.IntVar(&c.count, "count", 0, "fanout: broadcasts in the saturation phase (default 300); churn: cycles (default 50000)")
+	fs.Float64Var(&c.rate, "rate", 0, "offered rate per second (default: fanout 2 broadcasts, unicast 500 pushes, slow 50 broadcasts, cluster 500 pushes, half of them cross-node)")
+	fs.IntVar(&c.count, "count", 0, "fanout: broadcasts in the saturation phase (default 300); cluster: likewise (default 100); churn: cycles (default 50000)")
 	fs.IntVar(&c.window, "window", 16, "fanout saturation: broadcasts in flight (sent, not yet received by every session); must stay below the server's queue bound")
 	fs.IntVar(&c.payloadBytes, "payload-bytes", -1, "approximate push payload size (default: slow 1024, others just the timestamp)")
 	fs.IntVar(&c.workers, "workers", 0, "unicast: concurrent REST requests (default 64); churn: concurrent cycles (default 32)")
@@ -189,6 +204,28 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	if c.silentFrac <= 0 || c.silentFrac >= 1 || c.slowFrac <= 0 || c.slowFrac >= 1 {
 		return nil, fs, errors.New("--silent-frac and --slow-frac must be between 0 and 1")
 	}
+	if c.scenario != "cluster" {
+		if c.nodes != "" || c.pids != "" || c.natsPID != 0 {
+			return nil, fs, errors.New("--nodes, --server-pids and --nats-pid are for --scenario cluster")
+		}
+		return c, fs, nil
+	}
+	if c.inprocess || c.serverPID != 0 {
+		return nil, fs, errors.New("--scenario cluster drives external nodes: give --nodes and --server-pids, not --inprocess or --server-pid")
+	}
+	var err error
+	if c.nodeList, err = parseNodes(c.nodes); err != nil {
+		return nil, fs, err
+	}
+	if len(c.nodeList) < 2 {
+		return nil, fs, fmt.Errorf("--nodes: %d node; a cluster scenario needs at least 2", len(c.nodeList))
+	}
+	if c.nodePIDs, err = parsePIDs(c.pids, len(c.nodeList)); err != nil {
+		return nil, fs, err
+	}
+	if c.natsPID < 0 {
+		return nil, fs, errors.New("--nats-pid must not be negative")
+	}
 	return c, fs, nil
 }
 
@@ -202,10 +239,11 @@ var scenarios = map[string]scenarioFunc{
 	"silent":  runSilent,
 	"slow":    runSlow,
 	"churn":   runChurn,
+	"cluster": runCluster,
 }
 
 func scenarioNames() string {
-	return "idle, fanout, unicast, silent, slow, churn"
+	return "idle, fanout, unicast, silent, slow, churn, cluster"
 }
 
 // env is what a scenario works with.
@@ -214,7 +252,8 @@ type env struct {
 	t     *target
 	rep   *Report
 	pr    *progress
-	runID string // uid prefix, unique per run
+	runID string    // uid prefix, unique per run
+	nodes []*target // cluster: every node (t is nodes[0])
 
 	heapDone bool // --memprofile written
 }
@@ -252,8 +291,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	t, err := newTarget(ctx, cfg)
-	if err != nil {
+	var t *target
+	var nodes []*target
+	if cfg.scenario == "cluster" {
+		if nodes, err = clusterTargets(ctx, cfg); err != nil {
+			return err
+		}
+		t = nodes[0]
+		for _, n := range nodes[1:] {
+			defer n.close()
+		}
+	} else if t, err = newTarget(ctx, cfg); err != nil {
 		return err
 	}
 	defer t.close()
@@ -261,7 +309,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	rep := newReport(cfg, args)
 	rep.Target = Target{GRPCAddr: t.grpcAddr, HTTPAddr: t.httpAddr, ServerPID: t.pid}
 	rep.Machine.ServerCPUs = t.serverCPUs()
-	e := &env{cfg: cfg, t: t, rep: rep, pr: newProgress(stderr, cfg.scenario), runID: fmt.Sprintf("b%x", time.Now().UnixNano()&0xffffffff)}
+	e := &env{cfg: cfg, t: t, nodes: nodes, rep: rep, pr: newProgress(stderr, cfg.scenario), runID: fmt.Sprintf("b%x", time.Now().UnixNano()&0xffffffff)}
+	// The server's CPU, not noise: with a cluster every node's and NATS's.
+	serverCPU := t.cpuSeconds
+	if nodes != nil {
+		for _, n := range nodes {
+			rep.Nodes = append(rep.Nodes, Target{GRPCAddr: n.grpcAddr, HTTPAddr: n.httpAddr, ServerPID: n.pid})
+		}
+		rep.Machine.ServerCPUs = unionCPUs(nodes)
+		rep.Machine.NATSPID = cfg.natsPID
+		serverCPU = func(ctx context.Context) float64 { return e.clusterCPU(ctx, true) }
+	}
 	if cfg.inprocess {
 		rep.note("IN-PROCESS: server and clients share this process and its CPUs; RSS, goroutines, heap and CPU include the bench itself; a quick look only")
 	}
@@ -279,12 +337,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	start := time.Now()
-	load0, busy0, srv0, cpu0 := loadAvg(), systemBusy(), t.cpuSeconds(ctx), cpuNow()
+	load0, busy0, srv0, cpu0 := loadAvg(), systemBusy(), serverCPU(ctx), cpuNow()
 	e.pr.printf("target gRPC %s HTTP %s (pid %d, inprocess %v)", t.grpcAddr, t.httpAddr, t.pid, cfg.inprocess)
 	serr := scenarios[cfg.scenario](ctx, e)
 	rep.WallSec = round3(time.Since(start).Seconds())
 	// How busy the rest of the machine was: other processes' CPU is noise.
-	if busy1, srv1 := systemBusy(), t.cpuSeconds(context.Background()); busy0 >= 0 && busy1 >= 0 {
+	if busy1, srv1 := systemBusy(), serverCPU(context.Background()); busy0 >= 0 && busy1 >= 0 {
 		tool := cpuSince(cpu0)
 		others := busy1 - busy0 - tool.UserSec - tool.SysSec
 		if !cfg.inprocess && srv0 >= 0 && srv1 >= 0 {

@@ -24,6 +24,7 @@ type Report struct {
 	WallSec   float64   `json:"wall_s"`
 	Machine   Machine   `json:"machine"`
 	Target    Target    `json:"target"`
+	Nodes     []Target  `json:"nodes,omitempty"` // cluster: every node (Target is the first)
 	Args      []string  `json:"args"`
 
 	Metrics   []Metric           `json:"metrics"`
@@ -42,7 +43,8 @@ type Machine struct {
 	ToolCPUs   int    `json:"tool_cpus"`
 	Model      string `json:"cpu_model"`
 	GoVersion  string `json:"go_version"`
-	ServerCPUs int    `json:"server_cpus,omitempty"`
+	ServerCPUs int    `json:"server_cpus,omitempty"` // cluster: the union of the nodes' affinities
+	NATSPID    int    `json:"nats_pid,omitempty"`    // cluster: the NATS server, whose CPU is not noise
 }
 
 // Target describes the server under test.
@@ -158,7 +160,12 @@ func (r *Report) printTable(w io.Writer) {
 		mode = "IN-PROCESS server (quick look; not comparable)"
 	}
 	fmt.Fprintf(tw, "scenario\t%s\t%s\n", r.Scenario, r.Variant)
-	fmt.Fprintf(tw, "target\t%s / %s\t%s, pid %d\n", r.Target.GRPCAddr, r.Target.HTTPAddr, mode, r.Target.ServerPID)
+	if len(r.Nodes) == 0 {
+		fmt.Fprintf(tw, "target\t%s / %s\t%s, pid %d\n", r.Target.GRPCAddr, r.Target.HTTPAddr, mode, r.Target.ServerPID)
+	}
+	for i, n := range r.Nodes {
+		fmt.Fprintf(tw, "node %s\t%s / %s\t%s, pid %d\n", nodeName(i), n.GRPCAddr, n.HTTPAddr, mode, n.ServerPID)
+	}
 	fmt.Fprintf(tw, "\t\t\n")
 	fmt.Fprintf(tw, "METRIC\tVALUE\tUNIT\tNOTE\n")
 	for _, m := range r.Metrics {

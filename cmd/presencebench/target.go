@@ -56,6 +56,25 @@ func newTarget(ctx context.Context, cfg *config) (*target, error) {
 			return nil, err
 		}
 	}
+	return t.finish()
+}
+
+// externalTarget is one external presenced: its addresses are checked and
+// resolved to 127.0.0.0/8 literals.
+func externalTarget(ctx context.Context, what, grpcAddr, httpAddr string, pid, srcAddrs int) (*target, error) {
+	t := &target{pid: pid, srcAddrs: srcAddrs}
+	var err error
+	if t.grpcAddr, err = loopbackAddr(ctx, what, grpcAddr); err != nil {
+		return nil, err
+	}
+	if t.httpAddr, err = loopbackAddr(ctx, what, httpAddr); err != nil {
+		return nil, err
+	}
+	return t.finish()
+}
+
+// finish checks the resolved addresses and builds the HTTP client.
+func (t *target) finish() (*target, error) {
 	if !isLoopback4(t.grpcAddr) || !isLoopback4(t.httpAddr) {
 		return nil, fmt.Errorf("server addresses %s, %s are not IPv4 loopback", t.grpcAddr, t.httpAddr)
 	}
@@ -244,40 +263,31 @@ func (t *target) cpuSeconds(ctx context.Context) float64 {
 
 // serverCPUs is how many CPUs the server may run on (its affinity), or 0.
 func (t *target) serverCPUs() int {
-	if t.pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", t.pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
-			return countCPUList(strings.TrimSpace(v))
-		}
+	if l := t.cpuList(); l != "" {
+		return countCPUList(l)
 	}
 	return 0
 }
 
-// countCPUList counts the CPUs in a list like "0-1,4".
-func countCPUList(s string) int {
-	n := 0
-	for _, part := range strings.Split(s, ",") {
-		lo, hi, ok := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil {
-			continue
-		}
-		b := a
-		if ok {
-			if b, err = strconv.Atoi(hi); err != nil {
-				continue
-			}
-		}
-		n += b - a + 1
+// cpuList is the server's affinity as a list like "0-1,4", or "".
+func (t *target) cpuList() string {
+	if t.pid <= 0 {
+		return ""
 	}
-	return n
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", t.pid))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
+
+// countCPUList counts the CPUs in a list like "0-1,4".
+func countCPUList(s string) int { return len(expandCPUList(s)) }
 
 // readRSS returns VmRSS of pid in bytes.
 func readRSS(pid int) (float64, error) {
