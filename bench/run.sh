@@ -97,5 +97,6 @@ for ((round = 1; round <= RUNS; round++)); do
 	want churn && bench churn "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s
 done
 
-"$BIN/presencebench" --summarize "$OUT"/*-[0-9]*.json >"$OUT/SUMMARY.md"
+# The cluster runs (bench/cluster.sh) have their own summary.
+find "$OUT" -maxdepth 1 -name '*-[0-9]*.json' ! -name 'cluster-*' -print0 | sort -z | xargs -0 "$BIN/presencebench" --summarize >"$OUT/SUMMARY.md"
 echo "== medians in $OUT/SUMMARY.md"
