@@ -27,7 +27,7 @@ func runChurn(ctx context.Context, e *env) error {
 	workers := orDefault(cfg.workers, 32)
 	count := orDefault(cfg.count, 50000)
 	dur := orDefault(cfg.duration, 10*time.Second)
-	rep.Variant = fmt.Sprintf("workers=%d new-conn-per-cycle=%v", workers, cfg.churnNewConn)
+	rep.Variant = fmt.Sprintf("workers=%d new-conn-per-cycle=%v uids=%d", workers, cfg.churnNewConn, cfg.churnUids)
 
 	base, gcOK, err := e.t.waitGC(ctx, 20*time.Second)
 	if err != nil {
@@ -69,7 +69,11 @@ func runChurn(ctx context.Context, e *env) error {
 				if conns != nil {
 					cc = conns[w]
 				}
-				err := churnCycle(ctx, e, cc, fmt.Sprintf("%s-c%d", e.runID, i), int(i))
+				u := i
+				if n := int64(e.cfg.churnUids); n > 0 {
+					u = i % n
+				}
+				err := churnCycle(ctx, e, cc, fmt.Sprintf("%s-c%d", e.runID, u), int(i))
 				if err != nil {
 					mu.Lock()
 					failures[status.Code(err).String()]++

@@ -96,6 +96,7 @@ type config struct {
 	reapInterval time.Duration
 	baseline     time.Duration
 	churnNewConn bool
+	churnUids    int
 	seed         uint64
 
 	cpuProfile string
@@ -156,6 +157,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.DurationVar(&c.reapInterval, "reap-interval", 0, "silent: the server's reap interval, for the eviction bound (default the in-process server's, else 10s)")
 	fs.DurationVar(&c.baseline, "baseline", 5*time.Second, "slow: phase with every client reading, before 1% stop")
 	fs.BoolVar(&c.churnNewConn, "churn-new-conn", true, "churn: a new TCP connection per cycle (false: cycle streams over --workers kept connections)")
+	fs.IntVar(&c.churnUids, "churn-uids", 1000, "churn: cycle over this many uids, as users reconnecting do (0: a new uid every cycle; the server then keeps a last-seen time for each, up to --last-seen-max, which shows in the heap)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed (uid choice in unicast)")
 
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (with --inprocess it includes the server)")
@@ -195,7 +197,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	if c.deadline <= 0 {
 		return nil, fs, errors.New("--deadline must be positive")
 	}
-	if c.sessions < 0 || c.conns < 0 || c.streamsPerConn < 0 || c.count < 0 || c.workers < 0 || c.rate < 0 {
+	if c.sessions < 0 || c.conns < 0 || c.streamsPerConn < 0 || c.count < 0 || c.workers < 0 || c.rate < 0 || c.churnUids < 0 {
 		return nil, fs, errors.New("counts and rates must not be negative")
 	}
 	if c.sessions > 19000 {
