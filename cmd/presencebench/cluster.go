@@ -90,6 +90,9 @@ func clusterTargets(ctx context.Context, cfg *config) ([]*target, error) {
 	var out []*target
 	for i, n := range cfg.nodeList {
 		t, err := externalTarget(ctx, "nodes", n.grpc, n.http, cfg.nodePIDs[i], cfg.sourceAddrs)
+		if t != nil {
+			t.staticWindow = !cfg.clientBDP
+		}
 		if err != nil {
 			for _, o := range out {
 				o.close()

@@ -31,11 +31,14 @@ type target struct {
 	inproc   *daemon.Daemon
 	srcAddrs int // client source addresses to spread over
 	http     *http.Client
+	// staticWindow sets every client's HTTP/2 windows (64 KiB), which
+	// turns grpc-go's BDP estimation off (--client-bdp=false).
+	staticWindow bool
 }
 
 // newTarget checks the addresses and builds the HTTP client.
 func newTarget(ctx context.Context, cfg *config) (*target, error) {
-	t := &target{pid: cfg.serverPID, srcAddrs: cfg.sourceAddrs}
+	t := &target{pid: cfg.serverPID, srcAddrs: cfg.sourceAddrs, staticWindow: !cfg.clientBDP}
 	if cfg.inprocess {
 		log := slog.New(slog.DiscardHandler)
 		if cfg.srv.logLevel == "info" {
@@ -131,7 +134,9 @@ func (t *target) newConn(i int, smallWindow bool) (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(loopbackDialer(sourceIP(i, t.srcAddrs))),
 	}
-	if smallWindow {
+	if smallWindow || t.staticWindow {
+		// A set window turns grpc-go's BDP estimation off: no ping to
+		// the server after each burst of data it sends.
 		opts = append(opts, grpc.WithInitialWindowSize(65535), grpc.WithInitialConnWindowSize(65535))
 	}
 	// passthrough: the address is a literal; no resolver goroutine per conn.
