@@ -63,13 +63,46 @@ func (srv *Server) Serve(conn Conn) error {
 	if req == nil {
 		return srv.endStatus(nil, asEndError(context.Cause(ctx)))
 	}
+	// Phase 2, on a goroutine of its own: see open.
+	var err *EndError
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		err = srv.open(s, req)
+	}()
+	<-opened
+	if err != nil {
+		return srv.endStatus(nil, err)
+	}
+	defer srv.close(s)
+
+	<-ctx.Done()
+	cause := asEndError(context.Cause(ctx))
+	s.finish(cause)
+	return srv.endStatus(s, cause)
+}
+
+// open identifies and registers s from its Identify frame: it checks the
+// token, counts the session, joins the registry (queueing Identified and
+// any replay), arms the token expiry and logs the start. On an error the
+// session has been ended with it and nothing is left to undo; on success
+// close undoes it when the session ends.
+//
+// Serve runs open on a short-lived goroutine of its own and waits for it.
+// Token verification, protobuf, the registry and logging need several KiB
+// of stack; run on the handler's goroutine they would grow its stack to
+// 8 KiB, and Go keeps a grown stack while the goroutine waits (it shrinks
+// one only when under a quarter of it is in use, and grpc-go's frames
+// under the handler are ≈1.5 KiB of it). The handler then waits, for the
+// life of the session, on a stack that never grew: 4 KiB less per idle
+// session (BENCHMARKS.md, "idle").
+func (srv *Server) open(s *session, req *presencev1.ConnectRequest) *EndError {
 	id, err := srv.checkIdentify(req)
 	if err != nil {
 		s.end(err)
-		return srv.endStatus(nil, err)
+		return err
 	}
 
-	// Phase 2: identified. Register, then unregister on the way out.
 	now := time.Now()
 	s.id, s.uid, s.labels, s.connectedAt = newID(), id.uid, id.labels, now
 	s.touch(now)
@@ -77,20 +110,19 @@ func (srv *Server) Serve(conn Conn) error {
 		srv.total.Add(-1)
 		err := endf(ReasonLimit, "the server is full (%d sessions); reconnect later or to another server", srv.opts.MaxSessions)
 		s.end(err)
-		return srv.endStatus(nil, err)
+		return err
 	}
-	defer srv.total.Add(-1)
 	var ul *uidLogRead
 	if srv.uidLogEpoch() != "" {
-		ul = srv.readUidLog(ctx, id.uid, id.resume)
+		ul = srv.readUidLog(s.ctx, id.uid, id.resume)
 	}
 	replaced, elsewhere, refused := srv.join(s, id.resume, ul)
 	if refused {
+		srv.total.Add(-1)
 		err := endf(ReasonLimit, "uid %q already has %d sessions, the limit; close one first", s.uid, srv.opts.MaxSessionsPerUid)
 		s.end(err)
-		return srv.endStatus(nil, err)
+		return err
 	}
-	defer srv.reg.remove(s)
 	if replaced != nil {
 		replaced.end(endf(ReasonReplaced, replacedMsg, s.uid, srv.opts.MaxSessionsPerUid))
 	}
@@ -100,22 +132,25 @@ func (srv *Server) Serve(conn Conn) error {
 	}
 	if !id.expiresAt.IsZero() {
 		s.armExpiry(id.expiresAt)
-		defer s.stopExpiry()
 	}
 	close(s.identified)
-	srv.log.LogAttrs(ctx, slog.LevelInfo, "session started",
+	srv.log.LogAttrs(s.ctx, slog.LevelInfo, "session started",
 		slog.String("session", s.id), slog.String("uid", s.uid), slog.Any("labels", s.labels))
 	if elsewhere {
-		srv.replaceElsewhere(ctx, s.uid)
+		srv.replaceElsewhere(s.ctx, s.uid)
 	}
 	if srv.shared != nil {
-		srv.deliverStoredHere(ctx, s.uid)
+		srv.deliverStoredHere(s.ctx, s.uid)
 	}
+	return nil
+}
 
-	<-ctx.Done()
-	cause := asEndError(context.Cause(ctx))
-	s.finish(cause)
-	return srv.endStatus(s, cause)
+// close undoes a successful open once the session has ended: the expiry
+// timer, the registry entry and the count.
+func (srv *Server) close(s *session) {
+	s.stopExpiry()
+	srv.reg.remove(s)
+	srv.total.Add(-1)
 }
 
 // endStatus logs a session's end and returns the stream status for cause.

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Goroutine stack sizes of an idle presenced, per kind of goroutine.
+#
+# Starts presenced (defaults, pinned like run.sh) with GOTRACEBACK=system,
+# opens SESSIONS (default 10000) idle sessions with presencebench, and
+# during the settle sends the server SIGQUIT: its goroutine dump then gives
+# each frame's sp and fp, from which bench/stacks.py tells, per kind of
+# goroutine, the stack in use while blocked, the smallest stack Go could
+# shrink it to, and the stack it has. Writes OUT (default
+# bench/profiles/idle-stacks.txt). The bench run itself ends in an error
+# (its server is gone): only the dump is used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+SESSIONS=${SESSIONS:-10000}
+SERVER_CPU=${SERVER_CPU:-0}
+TOOL_CPU=${TOOL_CPU:-1}
+OUT=${OUT:-bench/profiles/idle-stacks.txt}
+GRPC=127.0.0.1:19090
+HTTP=127.0.0.1:19080
+BIN=$(mktemp -d)
+trap 'rm -rf "$BIN"' EXIT
+go build -o "$BIN/presenced" ./cmd/presenced
+go build -o "$BIN/presencebench" ./cmd/presencebench
+ulimit -n 20000
+if curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1; then
+	echo "something already serves $HTTP; stop it first" >&2
+	exit 1
+fi
+GOTRACEBACK=system taskset -c "$SERVER_CPU" "$BIN/presenced" --grpc-addr "$GRPC" --http-addr "$HTTP" >"$BIN/dump.txt" 2>&1 &
+SRV=$!
+for ((i = 0; i < 100; i++)); do
+	curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && break
+	sleep 0.1
+done
+taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
+	--scenario idle --sessions "$SESSIONS" >/dev/null 2>"$BIN/bench.err" &
+B=$!
+for ((i = 0; i < 1800; i++)); do
+	grep -q "settling for" "$BIN/bench.err" && break
+	sleep 0.1
+done
+sleep 8 # pings and a GC or two, as in the idle runs
+kill -QUIT "$SRV"
+wait "$SRV" || true
+wait "$B" || true
+{
+	echo "# bench/stacks.sh: presenced at $(git rev-parse --short HEAD), $SESSIONS idle sessions, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	python3 bench/stacks.py "$BIN/dump.txt"
+} | tee "$OUT"
