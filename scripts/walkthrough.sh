@@ -10,6 +10,12 @@ bin=$(mktemp -d)
 log=$(mktemp)
 pid=
 cleanup() {
+	# The README starts clients in the background (presencectl watch,
+	# grpcurl); a client still running would reconnect to the next
+	# presenced on these ports, another run's. Stop this run's.
+	for p in $(pgrep -x presencectl; pgrep -x grpcurl); do
+		case "$(readlink "/proc/$p/exe" 2>/dev/null)" in "$bin"/*) kill "$p" 2>/dev/null || true ;; esac
+	done
 	if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
 	rm -rf "$bin" "$log"
 }
