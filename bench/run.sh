@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
 
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-"idle idle-mux fanout fanout-mux unicast silent slow churn"}
+ONLY=${ONLY:-"idle idle-mux fanout fanout-bdp fanout-mux unicast unicast-bdp silent slow churn"}
 SERVER_CPU=${SERVER_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
 OUT=${OUT:-bench/results}
@@ -89,8 +89,10 @@ for ((round = 1; round <= RUNS; round++)); do
 	want idle && bench idle "$round" -- --scenario idle --sessions 10000
 	want idle-mux && bench idle-mux "$round" -- --scenario idle --sessions 10000 --streams-per-conn 100
 	want fanout && bench fanout "$round" -- --scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16
+	want fanout-bdp && bench fanout-bdp "$round" -- --scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16 --client-bdp
 	want fanout-mux && bench fanout-mux "$round" -- --scenario fanout --sessions 10000 --streams-per-conn 100 --rate 2 --duration 15s --count 300 --window 16
 	want unicast && bench unicast "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s
+	want unicast-bdp && bench unicast-bdp "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s --client-bdp
 	want silent && bench silent "$round" --heartbeat-interval 1s --heartbeat-timeout 3s --reap-interval 1s -- \
 		--scenario silent --sessions 1000 --silent-frac 0.1 --reap-interval 1s
 	want slow && bench slow "$round" -- --scenario slow --sessions 1000 --slow-frac 0.01 --rate 50 --payload-bytes 1024 --baseline 5s --duration 20s

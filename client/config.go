@@ -22,7 +22,8 @@ type Config struct {
 	// fit only for loopback development; set TLS credentials for
 	// anything else.
 	Credentials credentials.TransportCredentials
-	// DialOptions are added to every connection after the credentials.
+	// DialOptions are added to every connection after the credentials and
+	// the default windows (see DefaultWindow), so they can override them.
 	DialOptions []grpc.DialOption
 
 	// UID is the user id to identify as. Required unless a token is set:
@@ -71,6 +72,14 @@ const (
 	// defaults.
 	DefaultHeartbeatInterval = 10 * time.Second
 	DefaultHeartbeatTimeout  = 40 * time.Second
+	// DefaultWindow is the HTTP/2 flow-control window the client sets
+	// for its stream and its connection (the protocol's default size).
+	// Setting it turns off grpc-go's BDP estimation, which pings the
+	// server after every burst of data it receives: for a push stream
+	// that is a ping per push, and the server's reply costs it as much as
+	// the push (BENCHMARKS.md, "client windows"). A window only matters
+	// for throughput, and pushes are small and far apart.
+	DefaultWindow = 65535
 )
 
 // withDefaults returns c with every zero field set to its default and its
@@ -79,7 +88,11 @@ func (c Config) withDefaults() Config {
 	if c.Credentials == nil {
 		c.Credentials = insecure.NewCredentials()
 	}
-	c.DialOptions = append([]grpc.DialOption{grpc.WithTransportCredentials(c.Credentials)}, c.DialOptions...)
+	c.DialOptions = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(c.Credentials),
+		grpc.WithInitialWindowSize(DefaultWindow),
+		grpc.WithInitialConnWindowSize(DefaultWindow),
+	}, c.DialOptions...)
 	c.Labels = maps.Clone(c.Labels)
 	c.Backoff = c.Backoff.withDefaults()
 	if c.HandshakeTimeout == 0 {

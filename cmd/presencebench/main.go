@@ -158,7 +158,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.DurationVar(&c.reapInterval, "reap-interval", 0, "silent: the server's reap interval, for the eviction bound (default the in-process server's, else 10s)")
 	fs.DurationVar(&c.baseline, "baseline", 5*time.Second, "slow: phase with every client reading, before 1% stop")
 	fs.BoolVar(&c.churnNewConn, "churn-new-conn", true, "churn: a new TCP connection per cycle (false: cycle streams over --workers kept connections)")
-	fs.BoolVar(&c.clientBDP, "client-bdp", true, "clients use grpc-go's default dynamic HTTP/2 windows (BDP estimation: a ping to the server after each burst it sends); false: static 64 KiB windows, no such pings")
+	fs.BoolVar(&c.clientBDP, "client-bdp", false, "clients use grpc-go's default dynamic HTTP/2 windows (BDP estimation: a ping to the server after each burst it sends) instead of the static 64 KiB windows the Go client sets")
 	fs.IntVar(&c.churnUids, "churn-uids", 1000, "churn: cycle over this many uids, as users reconnecting do (0: a new uid every cycle; the server then keeps a last-seen time for each, up to --last-seen-max, which shows in the heap)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed (uid choice in unicast)")
 
