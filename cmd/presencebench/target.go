@@ -198,6 +198,7 @@ type serverSample struct {
 	at         time.Time
 	goroutines float64 // go_goroutines
 	heapInuse  float64 // go_memstats_heap_inuse_bytes
+	heapAlloc  float64 // go_memstats_heap_alloc_bytes: live objects (and not yet swept)
 	stackInuse float64 // go_memstats_stack_inuse_bytes
 	gcCount    float64 // go_gc_duration_seconds_count
 	sessions   float64 // presence_sessions if the server exports it, else -1
@@ -214,6 +215,7 @@ func (t *target) sample(ctx context.Context) (serverSample, error) {
 	}
 	s.goroutines = m["go_goroutines"]
 	s.heapInuse = m["go_memstats_heap_inuse_bytes"]
+	s.heapAlloc = m["go_memstats_heap_alloc_bytes"]
 	s.stackInuse = m["go_memstats_stack_inuse_bytes"]
 	s.gcCount = m["go_gc_duration_seconds_count"]
 	if v, ok := m["presence_sessions"]; ok {
