@@ -110,33 +110,8 @@ type resumed struct {
 // resumeOn connects to n as uid with a resume position.
 func resumeOn(t *testing.T, n *node, uid string, from *presencev1.ResumeFrom) resumed {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := presencev1.NewPresenceServiceClient(n.cc).Connect(ctx)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	c := &client{stream: stream, frames: make(chan *presencev1.ConnectResponse, 64), errc: make(chan error, 1), cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for {
-			f, err := stream.Recv()
-			if err != nil {
-				c.errc <- err
-				return
-			}
-			c.frames <- f
-		}
-	}()
-	t.Cleanup(c.close)
-	if err := stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: uid, Resume: from}}}); err != nil {
-		t.Fatal(err)
-	}
-	f := c.next(t)
-	if f.GetIdentified() == nil {
-		t.Fatalf("first frame %v; want Identified", f)
-	}
-	return resumed{c: c, ident: f.GetIdentified()}
+	c, id := connectResume(t, n, uid, from)
+	return resumed{c: c, ident: id}
 }
 
 // TestBroadcastGapIsFilled proves a node fills a gap in the broadcast

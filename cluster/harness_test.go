@@ -233,6 +233,14 @@ type client struct {
 // connect opens a stream to n and identifies as uid.
 func connect(t testing.TB, n *node, uid string) *client {
 	t.Helper()
+	c, _ := connectResume(t, n, uid, nil)
+	return c
+}
+
+// connectResume opens a stream to n and identifies as uid, resuming from
+// resume (nil: none); it returns the client and its Identified.
+func connectResume(t testing.TB, n *node, uid string, resume *presencev1.ResumeFrom) (*client, *presencev1.Identified) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := presencev1.NewPresenceServiceClient(n.cc).Connect(ctx)
 	if err != nil {
@@ -252,7 +260,7 @@ func connect(t testing.TB, n *node, uid string) *client {
 		}
 	}()
 	t.Cleanup(c.close)
-	if err := stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: uid}}}); err != nil {
+	if err := stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: uid, Resume: resume}}}); err != nil {
 		t.Fatal(err)
 	}
 	f := c.next(t)
@@ -260,7 +268,7 @@ func connect(t testing.TB, n *node, uid string) *client {
 		t.Fatalf("first frame %v; want Identified", f)
 	}
 	c.id = f.GetIdentified().GetSessionId()
-	return c
+	return c, f.GetIdentified()
 }
 
 // close hangs up and waits for the reader.

@@ -426,23 +426,30 @@ func (n *Node) behind(theirs uint64) {
 	if n.shared == nil || theirs <= n.local.BroadcastSeq() || !n.catchingUp.CompareAndSwap(false, true) {
 		return
 	}
-	n.mu.Lock()
-	closed := n.closed
-	if !closed {
-		n.work.Add(1)
-	}
-	n.mu.Unlock()
-	if closed {
-		n.catchingUp.Store(false)
-		return
-	}
-	go func() {
-		defer n.work.Done()
+	if !n.spawn(func() {
 		defer n.catchingUp.Store(false)
 		ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.RequestTimeout)
 		defer cancel()
 		n.catchUp(ctx)
+	}) {
+		n.catchingUp.Store(false)
+	}
+}
+
+// spawn runs f on a goroutine that Close waits for, unless the node is
+// closing; it reports whether f was started.
+func (n *Node) spawn(f func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.work.Add(1)
+	go func() {
+		defer n.work.Done()
+		f()
 	}()
+	return true
 }
 
 // noteStored remembers that a push was stored for uid.
@@ -485,28 +492,22 @@ func (n *Node) recheckStored() {
 			joined = append(joined, uid)
 		}
 	}
-	if n.closed {
-		due, joined = nil, nil
-	}
-	n.work.Add(len(due) + min(len(joined), 1))
 	n.mu.Unlock()
 	for _, uid := range due {
-		go func() {
-			defer n.work.Done()
+		n.spawn(func() {
 			if err := n.local.DeliverStored(n.ctx, uid); err != nil {
 				n.log.Warn("could not deliver pushes stored while the uid came online; they wait for its next Identify or their time", "uid", uid, "err", err)
 			}
-		}()
+		})
 	}
 	if len(joined) > 0 {
-		go func() {
-			defer n.work.Done()
+		n.spawn(func() {
 			for _, uid := range joined {
 				if err := n.local.CatchUpUid(n.ctx, uid); err != nil {
 					n.log.Warn("could not check the uid's log after its first session here; a push routed elsewhere just then comes with the uid's next push", "uid", uid, "err", err)
 				}
 			}
-		}()
+		})
 	}
 }
 
@@ -531,15 +532,8 @@ func (n *Node) reconnected(nc *nats.Conn) {
 	n.publish(gossip{Kind: kindHeartbeat, Seq: n.lastSeq(), Hello: true})
 	// A NATS that restarted without its store has lost the JetStream
 	// assets: create them again (a no-op when they are there).
-	n.mu.Lock()
-	closed := n.closed
-	if !closed && n.shared != nil {
-		n.work.Add(1)
-	}
-	n.mu.Unlock()
-	if !closed && n.shared != nil {
-		go func() {
-			defer n.work.Done()
+	if n.shared != nil {
+		n.spawn(func() {
 			ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.RequestTimeout)
 			defer cancel()
 			if err := n.shared.open(ctx); err != nil {
@@ -547,7 +541,7 @@ func (n *Node) reconnected(nc *nats.Conn) {
 				return
 			}
 			n.catchUp(ctx)
-		}()
+		})
 	}
 }
 

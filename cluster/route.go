@@ -172,32 +172,24 @@ func (n *Node) Sessions(ctx context.Context, uid string) ([]*presencev1.SessionI
 // push may wait for acks), at most maxHandlers at once.
 func (n *Node) onRequest(m *nats.Msg) {
 	op := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	n.mu.Lock()
-	closed := n.closed
-	if !closed {
-		n.work.Add(1)
-	}
-	n.mu.Unlock()
-	if closed {
-		respond(m, reply{Err: "the node is shutting down"})
-		return
-	}
 	select {
 	case n.slots <- struct{}{}:
 	default:
-		n.work.Done()
 		respond(m, reply{Err: fmt.Sprintf("busy: %d requests in progress", maxHandlers)})
 		return
 	}
-	go func() {
-		defer n.work.Done()
+	started := n.spawn(func() {
 		defer func() { <-n.slots }()
 		if late(m) {
 			respond(m, reply{Err: "the request arrived after its deadline; nothing was done"})
 			return
 		}
 		respond(m, n.serve(op, m.Data))
-	}()
+	})
+	if !started {
+		<-n.slots
+		respond(m, reply{Err: "the node is shutting down"})
+	}
 }
 
 // late reports whether m's deadline has passed.

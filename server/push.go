@@ -163,18 +163,28 @@ func (srv *Server) pushToUid(tmpl *presencev1.Push, uid string, storeFor time.Du
 			r.Stored = true
 			return
 		}
-		for _, s := range e.sessions {
-			if s.enqueue(f) {
-				r.Delivered++
-				r.sessions = append(r.sessions, s.id)
-				if p.AckRequired {
-					s.pendingAcks.Add(1)
-				}
-			}
-		}
-		srv.metrics.pushed(presencev1.PushScope_PUSH_SCOPE_UID, r.Delivered)
+		srv.queueUidLocked(e, f, p.AckRequired, &r, 0)
 	})
 	return r, err
+}
+
+// queueUidLocked queues f to e's sessions, but those that got the push's
+// log seq at Identify (uidFloor at or past seq; seq 0: none skipped), and
+// counts them in r. The uid's shard lock must be held.
+func (srv *Server) queueUidLocked(e *uidEntry, f *Frame, ackRequired bool, r *uidDelivery, seq uint64) {
+	for _, s := range e.sessions {
+		if seq != 0 && s.uidFloor >= seq {
+			continue
+		}
+		if s.enqueue(f) {
+			r.Delivered++
+			r.sessions = append(r.sessions, s.id)
+			if ackRequired {
+				s.pendingAcks.Add(1)
+			}
+		}
+	}
+	srv.metrics.pushed(presencev1.PushScope_PUSH_SCOPE_UID, r.Delivered)
 }
 
 // SendToUids implements BackendService.SendToUids: one push, numbered in

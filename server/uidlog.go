@@ -197,25 +197,10 @@ func (srv *Server) queueLoggedLocked(e *uidEntry, p *presencev1.Push, r *uidDeli
 		srv.storedExpired.Add(int64(n))
 	}
 	e.seq = p.GetSeq()
-	var delivered uint32
-	for _, s := range e.sessions {
-		if s.uidFloor >= p.GetSeq() {
-			continue
-		}
-		if s.enqueue(f) {
-			delivered++
-			if r != nil {
-				r.sessions = append(r.sessions, s.id)
-			}
-			if p.GetAckRequired() {
-				s.pendingAcks.Add(1)
-			}
-		}
+	if r == nil {
+		r = &uidDelivery{UidDelivery: &presencev1.UidDelivery{}}
 	}
-	if r != nil {
-		r.Delivered = delivered
-	}
-	srv.metrics.pushed(presencev1.PushScope_PUSH_SCOPE_UID, delivered)
+	srv.queueUidLocked(e, f, p.GetAckRequired(), r, p.GetSeq())
 }
 
 // missedLocked handles a uid whose pushes up to prev this node cannot
@@ -302,16 +287,7 @@ func (srv *Server) queueUnlogged(push *presencev1.Push, uid string) uidDelivery 
 			r.Offline = true
 			return
 		}
-		for _, s := range e.sessions {
-			if s.enqueue(f) {
-				r.Delivered++
-				r.sessions = append(r.sessions, s.id)
-				if p.AckRequired {
-					s.pendingAcks.Add(1)
-				}
-			}
-		}
-		srv.metrics.pushed(presencev1.PushScope_PUSH_SCOPE_UID, r.Delivered)
+		srv.queueUidLocked(e, f, p.AckRequired, &r, 0)
 	})
 	return r
 }
