@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/presence-dev/presence/daemon"
@@ -167,5 +169,29 @@ func TestUidCatchUpAfterJoin(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*heartbeat {
 		t.Errorf("took %v; want about a heartbeat (%v)", d, heartbeat)
+	}
+}
+
+// TestNotFoundIsNotReplayed proves a push to a uid offline everywhere,
+// answered NOT_FOUND ("nothing was sent"), does not enter the uid's log:
+// a client resuming afterwards is RESUMED with nothing replayed.
+func TestNotFoundIsNotReplayed(t *testing.T) {
+	_, nodes := startCluster(t, "a", "b")
+	a, b := nodes[0], nodes[1]
+	ctx := context.Background()
+	x := connect(t, a, "quinn")
+	eventually(t, "b sees quinn", func() bool { return onlineOn(b, "quinn", 1) })
+	if _, err := b.backend.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: "quinn", Payload: text("one")}); err != nil {
+		t.Fatal(err)
+	}
+	p := x.pushes(t, 1)[0]
+	x.close()
+	eventually(t, "b sees quinn offline", func() bool { return onlineOn(b, "quinn", 0) })
+	if _, err := b.backend.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: "quinn", Payload: text("to nobody")}); status.Code(err) != codes.NotFound {
+		t.Fatalf("SendToUid to an offline uid = %v; want NotFound", err)
+	}
+	back := resumeOn(t, b, "quinn", &presencev1.ResumeFrom{UidEpoch: p.GetEpoch(), UidSeq: p.GetSeq()})
+	if back.ident.GetUidResume() != presencev1.ResumeResult_RESUME_RESULT_RESUMED || back.ident.GetReplayed() != 0 {
+		t.Fatalf("Identified = %v; want RESUMED with nothing replayed", back.ident)
 	}
 }

@@ -307,7 +307,8 @@ func (l *Local) Offline(uid string, at time.Time) { l.srv.pres.down(uid, at) }
 // is offline in the whole cluster.
 func (srv *Server) sendToUidCluster(ctx context.Context, uid string, push *presencev1.Push, storeFor, ackTimeout time.Duration) (*presencev1.SendToUidResponse, error) {
 	c := srv.opts.Cluster
-	if n, _ := c.Presence(uid); n > 0 {
+	online, _ := c.Presence(uid)
+	if online > 0 {
 		storeFor = 0 // online somewhere: deliver, never store
 	} else if storeFor > 0 && srv.shared != nil {
 		if err := srv.storeShared(ctx, uid, push, storeFor); err != nil {
@@ -315,7 +316,12 @@ func (srv *Server) sendToUidCluster(ctx context.Context, uid string, push *prese
 		}
 		return &presencev1.SendToUidResponse{PushId: push.Id, SentAt: push.SentAt, Stored: true}, nil
 	}
-	push, prev := srv.logUid(ctx, uid, push)
+	var prev uint64
+	if online > 0 {
+		// Logged only for a uid online somewhere: a push to nobody
+		// (NOT_FOUND, nothing sent) must not be replayed later.
+		push, prev = srv.logUid(ctx, uid, push)
+	}
 	type result struct {
 		rd  RemoteDelivery
 		err error
@@ -422,7 +428,8 @@ func (srv *Server) onlineCounts() (uids, sessions int) {
 // reached is an UNAVAILABLE error beside the result.
 func (srv *Server) pushToUidCluster(ctx context.Context, push *presencev1.Push, uid string, storeFor time.Duration) (uidDelivery, error) {
 	c := srv.opts.Cluster
-	if n, _ := c.Presence(uid); n > 0 {
+	online, _ := c.Presence(uid)
+	if online > 0 {
 		storeFor = 0
 	} else if storeFor > 0 && srv.shared != nil {
 		r := uidDelivery{UidDelivery: &presencev1.UidDelivery{Uid: uid}}
@@ -432,7 +439,10 @@ func (srv *Server) pushToUidCluster(ctx context.Context, push *presencev1.Push, 
 		r.Stored = true
 		return r, nil
 	}
-	push, prev := srv.logUid(ctx, uid, push)
+	var prev uint64
+	if online > 0 {
+		push, prev = srv.logUid(ctx, uid, push) // as in sendToUidCluster
+	}
 	r, err := srv.deliverHere(ctx, push, uid, prev, storeFor)
 	if err != nil {
 		return r, err
