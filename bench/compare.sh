@@ -12,7 +12,8 @@
 # Only 127.0.0.0/8 is used (127.0.0.1:19090 gRPC, 127.0.0.1:19080 HTTP).
 #
 # Environment: BEFORE (required, e.g. main), RUNS=3, OUT=bench/results/compare,
-# SERVER_CPU=0, TOOL_CPU=1, QUIET_WAIT=10, ONLY="idle fanout fanout-mux",
+# SERVER_CPU=0, TOOL_CPU=1, QUIET_WAIT=10, ONLY="idle fanout fanout-mux"
+# (unicast too, when named),
 # IDLE_VARIANTS="before after after-buf8k after-buf4k".
 # About 8 minutes per round on a quiet machine.
 set -euo pipefail
@@ -97,6 +98,11 @@ for ((round = 1; round <= RUNS; round++)); do
 	if want fanout; then
 		for v in before after; do
 			bench "$v" fanout "$round" -- "${FANOUT[@]}"
+		done
+	fi
+	if want unicast; then
+		for v in before after; do
+			bench "$v" unicast "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s
 		done
 	fi
 	if want fanout-mux; then

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/test/bufconn"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
@@ -194,6 +195,7 @@ type Daemon struct {
 	backend *grpcListener // the backend API when BackendGRPCAddr is set; else nil
 	https   []*httpListener
 	gwConn  *grpc.ClientConn // the gateway's connection to the gRPC server with the backend API
+	gwLis   *bufconn.Listener // that server's in-process listener, which gwConn dials
 
 	draining atomic.Bool // /healthz answers 503 once set
 	errc     chan error  // serve errors; buffered
@@ -242,7 +244,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 		}
 		return nil, fmt.Errorf("server options: %w", err)
 	}
-	d = &Daemon{cfg: cfg, log: cfg.Logger, srv: srv, errc: make(chan error, 4), metrics: prometheus.NewRegistry(),
+	d = &Daemon{cfg: cfg, log: cfg.Logger, srv: srv, errc: make(chan error, 8), metrics: prometheus.NewRegistry(),
 		health: health.NewServer()}
 	started := d // the error returns below set d to nil
 
@@ -285,7 +287,12 @@ func Start(cfg Config) (d *Daemon, err error) {
 		restAddr = cfg.HTTPAddr
 	}
 	if restAddr != "off" {
-		if d.gwConn, err = grpc.NewClient(dialTarget(backendGRPC.lis.Addr()), cfg.gatewayDialCreds(tlsCfg)); err != nil {
+		// The gateway reaches the backend API in process: the same
+		// grpc.Server (its interceptors, its TLS) on an in-memory listener,
+		// which spares every REST call a loopback TCP round trip.
+		d.gwLis = bufconn.Listen(256 << 10)
+		dial := func(ctx context.Context, _ string) (net.Conn, error) { return d.gwLis.DialContext(ctx) }
+		if d.gwConn, err = grpc.NewClient("passthrough:///in-process", grpc.WithContextDialer(dial), cfg.gatewayDialCreds(tlsCfg)); err != nil {
 			return nil, fmt.Errorf("gateway client: %w", err)
 		}
 	}
@@ -312,6 +319,9 @@ func Start(cfg Config) (d *Daemon, err error) {
 		if g != nil {
 			go func() { d.errc <- g.gs.Serve(g.lis) }()
 		}
+	}
+	if d.gwLis != nil {
+		go func() { d.errc <- backendGRPC.gs.Serve(d.gwLis) }()
 	}
 	for _, h := range d.https {
 		go func() {
@@ -432,23 +442,6 @@ func (c Config) checkTransport() error {
 	return errors.Join(errs...)
 }
 
-// dialTarget turns a listener address into one the gateway can dial:
-// a wildcard address is dialled on loopback.
-func dialTarget(a net.Addr) string {
-	tcp, ok := a.(*net.TCPAddr)
-	if !ok {
-		return a.String()
-	}
-	host := tcp.IP
-	if host.IsUnspecified() {
-		if host.To4() != nil {
-			host = net.IPv4(127, 0, 0, 1)
-		} else {
-			host = net.IPv6loopback
-		}
-	}
-	return net.JoinHostPort(host.String(), fmt.Sprint(tcp.Port))
-}
 
 // Server returns the presence server.
 func (d *Daemon) Server() *server.Server { return d.srv }
@@ -565,6 +558,9 @@ func (d *Daemon) stopGRPC() {
 func (d *Daemon) closeAll() {
 	if d.gwConn != nil {
 		d.gwConn.Close()
+	}
+	if d.gwLis != nil {
+		d.gwLis.Close()
 	}
 	for _, h := range d.https {
 		h.lis.Close()
