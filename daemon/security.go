@@ -114,7 +114,7 @@ func (c Config) serverTLS() (*tls.Config, error) {
 // server's, plus, with BackendClientCAFile, a required client certificate
 // that chains to one of its CAs. The daemon's own certificate is accepted
 // too: the REST gateway presents it when it dials the backend gRPC
-// listener.
+// server (in process, through the same TLS).
 func (c Config) backendTLS(server *tls.Config) (*tls.Config, error) {
 	if c.BackendClientCAFile == "" {
 		return server, nil
@@ -162,9 +162,10 @@ func (c Config) backendTLS(server *tls.Config) (*tls.Config, error) {
 }
 
 // gatewayDialCreds are the credentials the REST gateway dials its own gRPC
-// listener with: plaintext, or TLS pinned to the daemon's own certificate
-// (the listener may be on a wildcard address no certificate names), which
-// it also presents as its client certificate for mutual TLS.
+// server with (over an in-memory listener, so the server's TLS and
+// interceptors apply as to any client): plaintext, or TLS pinned to the
+// daemon's own certificate (no address to check a name against), which it
+// also presents as its client certificate for mutual TLS.
 func (c Config) gatewayDialCreds(server *tls.Config) grpc.DialOption {
 	if server == nil {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
