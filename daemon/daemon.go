@@ -24,11 +24,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/test/bufconn"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/presence-dev/presence/auth"
 	"github.com/presence-dev/presence/cluster"
@@ -194,7 +194,7 @@ type Daemon struct {
 	public  *grpcListener // Connect (and the backend API unless split)
 	backend *grpcListener // the backend API when BackendGRPCAddr is set; else nil
 	https   []*httpListener
-	gwConn  *grpc.ClientConn // the gateway's connection to the gRPC server with the backend API
+	gwConn  *grpc.ClientConn  // the gateway's connection to the gRPC server with the backend API
 	gwLis   *bufconn.Listener // that server's in-process listener, which gwConn dials
 
 	draining atomic.Bool // /healthz answers 503 once set
@@ -441,7 +441,6 @@ func (c Config) checkTransport() error {
 	}
 	return errors.Join(errs...)
 }
-
 
 // Server returns the presence server.
 func (d *Daemon) Server() *server.Server { return d.srv }
