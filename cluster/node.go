@@ -63,7 +63,7 @@ type Node struct {
 	// recent are the uids this node stored pushes for, and when: a uid
 	// that came online on a node whose gossip had not yet arrived may
 	// have looked for stored pushes before the store; one heartbeat later
-	// this node checks and delivers them (see recheckStored).
+	// this node checks and delivers them (see recheck).
 	recent map[string]time.Time
 	// joined are the uids whose first session here started, and when: a
 	// node pushing to the uid just then may not yet have known to route
@@ -313,7 +313,7 @@ func (n *Node) run() {
 			n.flush()
 			n.heartbeat(false)
 			n.sweep()
-			n.recheckStored()
+			n.recheck()
 		case <-n.stop:
 			return
 		}
@@ -459,7 +459,7 @@ func (n *Node) noteStored(uid string) {
 	n.recent[uid] = time.Now()
 }
 
-// recheckStored closes two races with a uid coming online. The first is
+// recheck closes two races with a uid coming online. The first is
 // with a store:
 // a node where the uid identified takes its stored pushes at Identify,
 // but the node that stored a push may have decided the uid was offline
@@ -469,7 +469,7 @@ func (n *Node) noteStored(uid string) {
 // The second is with a push: a node may route a push before it hears of
 // the uid's new session here, so a heartbeat after a uid's first session
 // here, this node reads the uid's log for what it missed.
-func (n *Node) recheckStored() {
+func (n *Node) recheck() {
 	now := time.Now()
 	var due []string
 	n.mu.Lock()
