@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -129,5 +130,43 @@ func TestAcksAcrossNodes(t *testing.T) {
 	}
 	if !slices.Equal(resp.GetAckedSessions(), []string{acks.id}) || !slices.Equal(resp.GetUnackedSessions(), []string{silent.id}) {
 		t.Errorf("acked %v, unacked %v; want [%s], [%s]", resp.GetAckedSessions(), resp.GetUnackedSessions(), acks.id, silent.id)
+	}
+}
+
+// TestSendToUidsAcrossNodes proves SendToUids through one node reaches
+// uids held on every node, with one result per uid in the order asked: 40
+// uids spread over three nodes, and one offline.
+func TestSendToUidsAcrossNodes(t *testing.T) {
+	_, nodes := startCluster(t, "a", "b", "c")
+	var uids []string
+	var clients []*client
+	for i := range 40 {
+		uid := fmt.Sprint("many-", i)
+		uids = append(uids, uid)
+		clients = append(clients, connect(t, nodes[i%3], uid))
+	}
+	eventually(t, "b sees all 40", func() bool {
+		r, err := nodes[1].backend.GetCounts(context.Background(), &presencev1.GetCountsRequest{})
+		return err == nil && r.GetOnlineUids() >= 40
+	})
+	uids = append(uids, "many-offline")
+	resp, err := nodes[1].backend.SendToUids(context.Background(), &presencev1.SendToUidsRequest{
+		Uids: uids, Payload: &presencev1.SendToUidsRequest_Data{Data: structpb.NewStringValue("to all")},
+	})
+	if err != nil || resp.GetDelivered() != 40 {
+		t.Fatalf("SendToUids = %v, %v; want delivered 40", resp, err)
+	}
+	for i, r := range resp.GetResults() {
+		if r.GetUid() != uids[i] {
+			t.Fatalf("result %d is for %q; want %q (the order asked)", i, r.GetUid(), uids[i])
+		}
+		if want := i < 40; r.GetDelivered() == 1 != want || r.GetOffline() == want {
+			t.Errorf("result %v; want delivered %v", r, want)
+		}
+	}
+	for _, c := range clients {
+		if got := c.push(t); got != "to all" {
+			t.Fatalf("got %q", got)
+		}
 	}
 }

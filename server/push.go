@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -17,6 +18,10 @@ import (
 
 // MaxSendUids bounds SendToUidsRequest.uids.
 const MaxSendUids = 1000
+
+// sendUidsParallel is how many uids of a SendToUids a cluster node works
+// on at once.
+const sendUidsParallel = 32
 
 // SendToUid implements BackendService.SendToUid: it queues one push to every
 // live session of the uid, in the uid's seq order, keeps it in the uid's
@@ -215,18 +220,32 @@ func (srv *Server) SendToUids(ctx context.Context, req *presencev1.SendToUidsReq
 	push.Scope = presencev1.PushScope_PUSH_SCOPE_UID
 	send := func() (*presencev1.SendToUidsResponse, error) {
 		resp := &presencev1.SendToUidsResponse{PushId: push.Id, SentAt: push.SentAt, Results: make([]*presencev1.UidDelivery, 0, len(uids))}
+		results := make([]uidDelivery, len(uids))
+		errsAt := make([]error, len(uids))
+		if srv.opts.Cluster != nil {
+			// Each uid costs network round trips (its log, other nodes):
+			// a few at a time, not one after another.
+			var wg sync.WaitGroup
+			slots := make(chan struct{}, sendUidsParallel)
+			for i, uid := range uids {
+				slots <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-slots }()
+					results[i], errsAt[i] = srv.pushToUidCluster(ctx, push, uid, storeFor)
+				})
+			}
+			wg.Wait()
+		} else {
+			for i, uid := range uids {
+				results[i], errsAt[i] = srv.pushToUid(push, uid, storeFor)
+			}
+		}
 		var errs []error
-		for _, uid := range uids {
-			var r uidDelivery
-			var err error
-			if srv.opts.Cluster != nil {
-				r, err = srv.pushToUidCluster(ctx, push, uid, storeFor)
-				if err != nil && status.Code(err) == codes.Unavailable {
-					errs = append(errs, err)
-					err = nil
-				}
-			} else {
-				r, err = srv.pushToUid(push, uid, storeFor)
+		for i, r := range results {
+			err := errsAt[i]
+			if err != nil && status.Code(err) == codes.Unavailable {
+				errs = append(errs, err)
+				err = nil
 			}
 			if err != nil {
 				// Only a store can fail, and only for this uid: say so in
