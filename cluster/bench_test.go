@@ -2,8 +2,11 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/presence-dev/presence/daemon"
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
@@ -53,5 +56,39 @@ func BenchmarkSendToUid(b *testing.B) {
 				})
 			}
 		})
+	}
+}
+
+// BenchmarkSendToUids measures one SendToUids to 200 uids whose sessions
+// are spread over two nodes, through one of them.
+func BenchmarkSendToUids(b *testing.B) {
+	_, nodes := startClusterWith(b, func(c *daemon.Config) {
+		c.Server.HeartbeatInterval, c.Server.HeartbeatTimeout = time.Minute, time.Hour
+	}, "a", "b")
+	var uids []string
+	for i := range 200 {
+		uid := fmt.Sprint("u", i)
+		uids = append(uids, uid)
+		c := connect(b, nodes[i%2], uid)
+		go func() {
+			for {
+				select {
+				case <-c.frames:
+				case <-c.done:
+					return
+				}
+			}
+		}()
+	}
+	eventually(b, "a sees all", func() bool {
+		r, err := nodes[0].backend.GetCounts(context.Background(), &presencev1.GetCountsRequest{})
+		return err == nil && r.GetOnlineUids() == 200
+	})
+	req := &presencev1.SendToUidsRequest{Uids: uids, Payload: &presencev1.SendToUidsRequest_Data{Data: structpb.NewStringValue("x")}}
+	for b.Loop() {
+		r, err := nodes[0].backend.SendToUids(context.Background(), req)
+		if err != nil || r.GetDelivered() != 200 {
+			b.Fatalf("SendToUids = %v, %v; want delivered 200", r.GetDelivered(), err)
+		}
 	}
 }
