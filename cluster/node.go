@@ -91,6 +91,7 @@ const (
 	maxBatch     = 500     // changes per gossip message
 	snapshotPage = 2000    // uids per snapshot page (well under NATS's 1 MB)
 	maxHandlers  = 1024    // requests served at once; more are refused
+	catchUpRate  = 2000    // uids a second checked against their logs after a reconnect
 )
 
 var _ server.Cluster = (*Node)(nil)
@@ -541,7 +542,33 @@ func (n *Node) reconnected(nc *nats.Conn) {
 				return
 			}
 			n.catchUp(ctx)
+			n.catchUpUids()
 		})
+	}
+}
+
+// catchUpUids reads, for every uid with a session here, the uid's log for
+// pushes this node missed while it was cut off (logged by another node,
+// which could not route them here and told its caller UNAVAILABLE), and
+// delivers them, at most catchUpRate uids a second.
+func (n *Node) catchUpUids() {
+	n.mu.Lock()
+	uids := make([]string, 0, len(n.mine))
+	for uid := range n.mine {
+		uids = append(uids, uid)
+	}
+	n.mu.Unlock()
+	tick := time.NewTicker(time.Second / catchUpRate)
+	defer tick.Stop()
+	for _, uid := range uids {
+		select {
+		case <-tick.C:
+		case <-n.ctx.Done():
+			return
+		}
+		if err := n.local.CatchUpUid(n.ctx, uid); err != nil {
+			n.log.Debug("uid catch-up after reconnecting", "uid", uid, "err", err)
+		}
 	}
 }
 

@@ -195,3 +195,24 @@ func TestNotFoundIsNotReplayed(t *testing.T) {
 		t.Fatalf("Identified = %v; want RESUMED with nothing replayed", back.ident)
 	}
 }
+
+// TestUidCatchUpAfterCut proves a node cut off from NATS while a push to
+// its uid went out (logged by another node, which told its caller
+// UNAVAILABLE) delivers it once back, with no later push to show the gap.
+func TestUidCatchUpAfterCut(t *testing.T) {
+	_, nodes := startCluster(t, "a", "b")
+	a, b := nodes[0], nodes[1]
+	rae := connect(t, b, "rae")
+	eventually(t, "a sees rae", func() bool { return onlineOn(a, "rae", 1) })
+	time.Sleep(3 * heartbeat) // past b's check of rae's log after her first session
+	b.dialer.Cut()
+	time.Sleep(50 * time.Millisecond)
+	_, err := a.backend.SendToUid(context.Background(), &presencev1.SendToUidRequest{Uid: "rae", Payload: text("while cut")})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("SendToUid with b cut off = %v; want Unavailable", err)
+	}
+	b.dialer.Restore()
+	if got := rae.push(t); got != "while cut" {
+		t.Fatalf("rae got %q; want the push logged while b was cut off", got)
+	}
+}
