@@ -136,25 +136,27 @@ func (l *Local) Options() Options { return l.srv.opts }
 
 // DeliverStored takes uid's stored pushes from the shared store and sends
 // them to the uid's sessions on every node, as on Identify: the uid came
-// online while they were being stored. A push no session took is stored
-// again for the rest of its time.
+// online while they were being stored.
 func (l *Local) DeliverStored(ctx context.Context, uid string) error {
-	srv := l.srv
-	if srv.shared == nil {
+	if l.srv.shared == nil {
 		return nil
 	}
+	return l.srv.deliverStored(ctx, uid)
+}
+
+// deliverStored takes uid's stored pushes from the shared store and sends
+// each like a live push, flagged replay: numbered in the uid's log (a
+// cluster with Shared always keeps one) and queued to the uid's sessions
+// on every node. A push no session took, or that a node may not have
+// got, is stored again for the rest of its time: at least once, as a
+// retry of any failed push.
+func (srv *Server) deliverStored(ctx context.Context, uid string) error {
 	taken, err := srv.shared.TakePushes(ctx, uid)
 	for _, sp := range taken {
-		p := sp.Push
-		p.Replay = true
-		resp, serr := srv.sendToUidCluster(ctx, uid, p, 0, 0)
-		if serr == nil && resp.Delivered > 0 {
-			continue
+		sp.Push.Replay = true
+		if resp, serr := srv.sendToUidCluster(ctx, uid, sp.Push, 0, 0); serr != nil || resp.GetDelivered() == 0 {
+			srv.restore(ctx, uid, sp)
 		}
-		// Nobody took it, or a node could not be reached (which may have
-		// taken it): keep it for the uid's next Identify. At least once,
-		// as a retry of any failed push.
-		srv.restore(ctx, uid, sp)
 	}
 	return err
 }
@@ -169,30 +171,6 @@ func (srv *Server) restore(ctx context.Context, uid string, sp StoredPush) {
 	sp.Push.Replay = false
 	if err := srv.shared.StorePush(context.WithoutCancel(ctx), uid, sp.Push, left); err != nil {
 		srv.log.Warn("a stored push taken for a session that ended at once could not be stored again; it is lost", "uid", uid, "push", sp.Push.GetId(), "err", err)
-	}
-}
-
-// deliverStoredHere gives a session that just identified the pushes
-// stored for its uid in the shared store (pushes stored while the uid was
-// offline on every node, by whichever node took the call).
-func (srv *Server) deliverStoredHere(ctx context.Context, uid string) {
-	taken, err := srv.shared.TakePushes(ctx, uid)
-	if err != nil {
-		srv.log.Warn("could not take the uid's stored pushes; they wait for its next Identify or their time", "uid", uid, "err", err)
-	}
-	for _, sp := range taken {
-		sp.Push.Replay = true
-		if srv.uidLogEpoch() != "" {
-			// Numbered in the uid's log and sent to its sessions on every
-			// node, like a live push.
-			if resp, err := srv.sendToUidCluster(ctx, uid, sp.Push, 0, 0); err != nil || resp.GetDelivered() == 0 {
-				srv.restore(ctx, uid, sp)
-			}
-			continue
-		}
-		if r, err := srv.pushToUid(sp.Push, uid, 0); err != nil || r.Offline {
-			srv.restore(ctx, uid, sp)
-		}
 	}
 }
 
@@ -468,7 +446,7 @@ func (srv *Server) logUid(ctx context.Context, uid string, push *presencev1.Push
 	if epoch == "" {
 		return push, 0
 	}
-	p := &presencev1.Push{Id: push.Id, Scope: push.Scope, SentAt: push.SentAt, Payload: push.Payload, AckRequired: push.AckRequired, Replay: push.Replay}
+	p := pushCopy(push)
 	seq, prev, err := srv.shared.AppendUid(ctx, uid, p)
 	if err != nil {
 		srv.log.Debug("the uid log cannot take a push; it goes out unnumbered", "uid", uid, "err", err)

@@ -140,7 +140,10 @@ func (srv *Server) open(s *session, req *presencev1.ConnectRequest) *EndError {
 		srv.replaceElsewhere(s.ctx, s.uid)
 	}
 	if srv.shared != nil {
-		srv.deliverStoredHere(s.ctx, s.uid)
+		// Pushes stored while the uid was offline on every node.
+		if err := srv.deliverStored(s.ctx, s.uid); err != nil {
+			srv.log.Warn("could not take the uid's stored pushes; they wait for its next Identify or their time", "uid", s.uid, "err", err)
+		}
 	}
 	return nil
 }

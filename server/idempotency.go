@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -171,9 +172,7 @@ type sharedIdempotency struct {
 	window  time.Duration
 	pending time.Duration // longest a first call may run before a retry takes over
 	poll    time.Duration // how often a waiting retry looks again
-	log     interface {
-		Warn(msg string, args ...any)
-	}
+	log     *slog.Logger
 }
 
 // idemRecord is a key's value in the shared store.

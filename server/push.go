@@ -146,7 +146,7 @@ func (srv *Server) pushToUid(tmpl *presencev1.Push, uid string, storeFor time.Du
 			return
 		}
 		online := len(e.sessions) > 0
-		p := &presencev1.Push{Id: tmpl.Id, Scope: tmpl.Scope, SentAt: tmpl.SentAt, Payload: tmpl.Payload, AckRequired: tmpl.AckRequired, Replay: tmpl.Replay}
+		p := pushCopy(tmpl)
 		e.seq++
 		p.Seq, p.Epoch = e.seq, e.epoch
 		f := pushFrame(p)
@@ -448,6 +448,13 @@ func (srv *Server) newPush(data *structpb.Value, bin *presencev1.BinaryPayload) 
 		return nil, status.Errorf(codes.InvalidArgument, "payload is %d bytes; the limit is %d bytes", size, srv.opts.MaxPayloadBytes)
 	}
 	return p, nil
+}
+
+// pushCopy is a new Push with tmpl's content and none of its numbering
+// (seq, epoch), for a template sent to several uids or sequences. The
+// payload is shared: pushes are never modified once built.
+func pushCopy(tmpl *presencev1.Push) *presencev1.Push {
+	return &presencev1.Push{Id: tmpl.Id, Scope: tmpl.Scope, SentAt: tmpl.SentAt, Payload: tmpl.Payload, AckRequired: tmpl.AckRequired, Replay: tmpl.Replay}
 }
 
 func pushFrame(p *presencev1.Push) *Frame {

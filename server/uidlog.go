@@ -280,7 +280,7 @@ func (l *Local) CatchUpUid(ctx context.Context, uid string) error {
 // resume position does not move past it, and no resume replays it).
 func (srv *Server) queueUnlogged(push *presencev1.Push, uid string) uidDelivery {
 	r := uidDelivery{UidDelivery: &presencev1.UidDelivery{Uid: uid}}
-	p := &presencev1.Push{Id: push.Id, Scope: push.Scope, SentAt: push.SentAt, Payload: push.Payload, AckRequired: push.AckRequired, Replay: push.Replay}
+	p := pushCopy(push)
 	f := pushFrame(p)
 	srv.reg.withUid(uid, false, func(e *uidEntry) {
 		if e == nil || len(e.sessions) == 0 {
