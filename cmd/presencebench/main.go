@@ -344,6 +344,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	load0, busy0, srv0, cpu0 := loadAvg(), systemBusy(), serverCPU(ctx), cpuNow()
 	e.pr.printf("target gRPC %s HTTP %s (pid %d, inprocess %v)", t.grpcAddr, t.httpAddr, t.pid, cfg.inprocess)
 	serr := scenarios[cfg.scenario](ctx, e)
+	if cfg.clientBDP {
+		// Another client configuration: a run of its own in summaries.
+		rep.Variant += " client-bdp"
+	}
 	rep.WallSec = round3(time.Since(start).Seconds())
 	// How busy the rest of the machine was: other processes' CPU is noise.
 	if busy1, srv1 := systemBusy(), serverCPU(context.Background()); busy0 >= 0 && busy1 >= 0 {
