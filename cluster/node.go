@@ -494,10 +494,12 @@ func (n *Node) recheck() {
 		}
 	}
 	n.mu.Unlock()
-	for _, uid := range due {
+	if len(due) > 0 {
 		n.spawn(func() {
-			if err := n.local.DeliverStored(n.ctx, uid); err != nil {
-				n.log.Warn("could not deliver pushes stored while the uid came online; they wait for its next Identify or their time", "uid", uid, "err", err)
+			for _, uid := range due {
+				if err := n.local.DeliverStored(n.ctx, uid); err != nil {
+					n.log.Warn("could not deliver pushes stored while the uid came online; they wait for its next Identify or their time", "uid", uid, "err", err)
+				}
 			}
 		})
 	}

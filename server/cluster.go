@@ -189,6 +189,36 @@ func (srv *Server) storeShared(ctx context.Context, uid string, push *presencev1
 	}
 }
 
+// BroadcastSeq is the last broadcast this node delivered, for a cluster
+// to compare with other nodes'.
+func (l *Local) BroadcastSeq() uint64 {
+	l.srv.bcastMu.Lock()
+	defer l.srv.bcastMu.Unlock()
+	return l.srv.bcastSeq
+}
+
+// StartBroadcasts sets where the cluster's broadcast log stands: its
+// epoch and last seq. A cluster with Shared calls it in Attach, before
+// any request, and again whenever it sees the log anew (after a NATS
+// outage): another epoch (the log was lost and made anew) starts the
+// sequence over; a later seq means this node missed broadcasts, which
+// it fills from the log.
+func (l *Local) StartBroadcasts(ctx context.Context, epoch string, last uint64) {
+	srv := l.srv
+	srv.bcastMu.Lock()
+	if epoch != srv.epoch {
+		srv.epoch, srv.bcastSeq = epoch, last
+		srv.bcastHist.reset(last, srv.hist.budget)
+		srv.bcastMu.Unlock()
+		return
+	}
+	from := srv.bcastSeq + 1
+	srv.bcastMu.Unlock()
+	if last >= from {
+		srv.fillBroadcasts(ctx, from, last)
+	}
+}
+
 // Kick ends uid's sessions here (or the one named) and returns how many.
 func (l *Local) Kick(req *presencev1.KickRequest) uint32 { return l.srv.kickLocal(req) }
 
