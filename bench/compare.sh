@@ -71,18 +71,7 @@ bench() {
 	after-buf4k) srvflags=(--read-buffer-size 4096 --write-buffer-size 4096) ;;
 	*) echo "unknown variant $variant" >&2; exit 1 ;;
 	esac
-	wait_quiet
-	local name="$variant-$scenario-$round"
-	echo "== $name: presenced ${srvflags[*]:-} / presencebench $*"
-	start_server "$bin" "${srvflags[@]}"
-	local rc=0
-	taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
-		--label "$variant#$round" --out "$OUT/$name.json" "$@" >"$OUT/$name.txt" || rc=$?
-	stop_server
-	grep -E '^(CHECK|[a-z].*(pass|FAIL)$)' "$OUT/$name.txt" || true
-	if ((rc != 0)); then
-		echo "   presencebench exited $rc (see $OUT/$name.txt)"
-	fi
+	run_one "$variant-$scenario-$round" "$variant#$round" "$bin" "${srvflags[@]}" -- "$@"
 }
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }

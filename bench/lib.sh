@@ -96,3 +96,29 @@ stop_server() {
 	stop_pids "$SRV"
 	SRV=""
 }
+
+# run_one NAME LABEL SERVER_BIN [SERVER_FLAGS...] -- BENCH_FLAGS... waits
+# for a quiet machine, starts a fresh server, runs presencebench against it
+# (pinned to TOOL_CPU) into $OUT/NAME.json and .txt, stops the server and
+# prints the run's checks.
+run_one() {
+	local name=$1 label=$2 bin=$3
+	shift 3
+	local srvflags=()
+	while [[ $# -gt 0 && "$1" != "--" ]]; do
+		srvflags+=("$1")
+		shift
+	done
+	shift
+	wait_quiet
+	echo "== $name: presenced ${srvflags[*]:-} / presencebench $*"
+	start_server "$bin" "${srvflags[@]}"
+	local rc=0
+	taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
+		--label "$label" --out "$OUT/$name.json" "$@" >"$OUT/$name.txt" || rc=$?
+	stop_server
+	grep -E '^(CHECK|[a-z].*(pass|FAIL)$)' "$OUT/$name.txt" || true
+	if ((rc != 0)); then
+		echo "   presencebench exited $rc (see $OUT/$name.txt)"
+	fi
+}

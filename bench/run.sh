@@ -64,23 +64,7 @@ cat "$OUT/machine.txt"
 bench() {
 	local name=$1 round=$2
 	shift 2
-	local srvflags=()
-	while [[ $# -gt 0 && "$1" != "--" ]]; do
-		srvflags+=("$1")
-		shift
-	done
-	shift
-	wait_quiet
-	echo "== $name round $round: presenced ${srvflags[*]:-} / presencebench $*"
-	start_server "$BIN/presenced" "${srvflags[@]}"
-	local rc=0
-	taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
-		--label "default#$round" --out "$OUT/$name-$round.json" "$@" >"$OUT/$name-$round.txt" || rc=$?
-	stop_server
-	grep -E '^(CHECK|[a-z].*(pass|FAIL)$)' "$OUT/$name-$round.txt" || true
-	if ((rc != 0)); then
-		echo "   presencebench exited $rc (see $OUT/$name-$round.txt)"
-	fi
+	run_one "$name-$round" "default#$round" "$BIN/presenced" "$@"
 }
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }
