@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 }
 
 // start runs a daemon on loopback ports chosen by the kernel.
-func start(t *testing.T) *Daemon {
+func start(t testing.TB) *Daemon {
 	t.Helper()
 	return startConfig(t, testConfig())
 }
@@ -60,7 +60,7 @@ func testConfig() Config {
 }
 
 // startConfig starts a daemon with cfg; cleanup shuts it down.
-func startConfig(t *testing.T, cfg Config) *Daemon {
+func startConfig(t testing.TB, cfg Config) *Daemon {
 	t.Helper()
 	d, err := Start(cfg)
 	if err != nil {
@@ -76,7 +76,7 @@ func startConfig(t *testing.T, cfg Config) *Daemon {
 	return d
 }
 
-func dial(t *testing.T, d *Daemon) *grpc.ClientConn {
+func dial(t testing.TB, d *Daemon) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(d.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -94,7 +94,7 @@ type client struct {
 }
 
 // connect opens a stream and identifies as uid, with token if given.
-func connect(t *testing.T, cc *grpc.ClientConn, uid string, token ...string) *client {
+func connect(t testing.TB, cc *grpc.ClientConn, uid string, token ...string) *client {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(ctx)
@@ -129,7 +129,7 @@ func connect(t *testing.T, cc *grpc.ClientConn, uid string, token ...string) *cl
 	return c
 }
 
-func (c *client) next(t *testing.T) *presencev1.ConnectResponse {
+func (c *client) next(t testing.TB) *presencev1.ConnectResponse {
 	t.Helper()
 	select {
 	case f := <-c.frames:
