@@ -45,7 +45,7 @@ type session struct {
 	head        int           // index of the next frame to send
 	queuedBytes int           // bytes in queue[head:]
 	writing     bool          // a writer goroutine is running
-	writerDone  chan struct{} // closed when the running writer exits
+	flushed     chan struct{} // made by finish, closed when the running writer exits
 	closed      bool          // the session is ending: no more pushes are accepted
 	expiry      *time.Timer   // ends the session when its token expires; nil without one
 }
@@ -94,19 +94,27 @@ func (s *session) appendLocked(f *Frame) {
 	s.queuedBytes += f.size
 	if !s.writing {
 		s.writing = true
-		s.writerDone = make(chan struct{})
-		go s.writeLoop(s.writerDone)
+		go s.writeLoop()
 	}
 }
 
+// keptQueueCap is the largest queue array a drained session keeps for its
+// next frames. A fan-out queues one frame per session per broadcast, so
+// keeping the small array saves an allocation per session per broadcast;
+// an idle session holds at most 64 bytes for it.
+const keptQueueCap = 8
+
 // writeLoop sends queued frames in order and exits when the queue is empty,
 // so an idle session has no writer goroutine.
-func (s *session) writeLoop(done chan struct{}) {
-	defer close(done)
+func (s *session) writeLoop() {
 	for {
 		s.mu.Lock()
 		if s.head == len(s.queue) {
-			s.queue, s.head, s.writing = nil, 0, false
+			if cap(s.queue) > keptQueueCap {
+				s.queue = nil
+			}
+			s.queue, s.head = s.queue[:0], 0 // sent entries are already nil
+			s.writerExitLocked()
 			s.mu.Unlock()
 			return
 		}
@@ -121,13 +129,24 @@ func (s *session) writeLoop(done chan struct{}) {
 			s.mu.Lock()
 			s.closed = true
 			clear(s.queue)
-			s.queue, s.head, s.queuedBytes, s.writing = nil, 0, 0, false
+			s.queue, s.head, s.queuedBytes = nil, 0, 0
+			s.writerExitLocked()
 			s.mu.Unlock()
 			return
 		}
 		if s.srv.hooks.afterSend != nil {
 			s.srv.hooks.afterSend(s, f)
 		}
+	}
+}
+
+// writerExitLocked records that the writer is exiting and tells finish,
+// if it waits. s.mu must be held.
+func (s *session) writerExitLocked() {
+	s.writing = false
+	if s.flushed != nil {
+		close(s.flushed)
+		s.flushed = nil
 	}
 }
 
@@ -146,12 +165,15 @@ func (s *session) finish(cause *EndError) {
 	if gb != nil && cause.Reason != ReasonTransport {
 		s.appendLocked(newFrame(gb))
 	}
-	done := s.writerDone
-	writing := s.writing
-	s.mu.Unlock()
-	if !writing {
+	if !s.writing {
+		s.mu.Unlock()
 		return
 	}
+	if s.flushed == nil {
+		s.flushed = make(chan struct{})
+	}
+	done := s.flushed
+	s.mu.Unlock()
 	t := time.NewTimer(s.srv.opts.GoodbyeTimeout)
 	defer t.Stop()
 	select {
