@@ -14,7 +14,8 @@
 # Environment: BEFORE (required, e.g. main), RUNS=3, OUT=bench/results/compare,
 # SERVER_CPU=0, TOOL_CPU=1, QUIET_WAIT=10, ONLY="idle fanout fanout-mux"
 # (unicast too, when named),
-# IDLE_VARIANTS="before after after-buf8k after-buf4k".
+# IDLE_VARIANTS="before after after-buf8k after-buf4k",
+# MUX_VARIANTS="after after-buf4k" (the variants of fanout-mux).
 # About 8 minutes per round on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ TOOL_CPU=${TOOL_CPU:-1}
 QUIET_WAIT=${QUIET_WAIT:-10}
 ONLY=${ONLY:-"idle fanout fanout-mux"}
 IDLE_VARIANTS=${IDLE_VARIANTS:-"before after after-buf8k after-buf4k"}
+MUX_VARIANTS=${MUX_VARIANTS:-"after after-buf4k"}
 GRPC=127.0.0.1:19090
 HTTP=127.0.0.1:19080
 
@@ -95,7 +97,7 @@ for ((round = 1; round <= RUNS; round++)); do
 		done
 	fi
 	if want fanout-mux; then
-		for v in after after-buf4k; do
+		for v in $MUX_VARIANTS; do
 			bench "$v" fanout-mux "$round" -- "${FANOUT[@]}" --streams-per-conn 100
 		done
 	fi

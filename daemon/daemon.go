@@ -194,8 +194,9 @@ type Daemon struct {
 	public  *grpcListener // Connect (and the backend API unless split)
 	backend *grpcListener // the backend API when BackendGRPCAddr is set; else nil
 	https   []*httpListener
-	gwConn  *grpc.ClientConn  // the gateway's connection to the gRPC server with the backend API
-	gwLis   *bufconn.Listener // that server's in-process listener, which gwConn dials
+	gwConn  *grpc.ClientConn            // the gateway's connection to the gRPC server with the backend API (for WatchPresence)
+	gwLis   *bufconn.Listener           // that server's in-process listener, which gwConn dials
+	gwUnary grpc.UnaryServerInterceptor // that server's unary interceptors, which the gateway's in-process calls run
 
 	draining atomic.Bool // /healthz answers 503 once set
 	errc     chan error  // serve errors; buffered
@@ -204,8 +205,9 @@ type Daemon struct {
 }
 
 type grpcListener struct {
-	lis net.Listener
-	gs  *grpc.Server
+	lis   net.Listener
+	gs    *grpc.Server
+	unary grpc.UnaryServerInterceptor // what gs runs around unary calls; nil: nothing
 }
 
 type httpListener struct {
@@ -287,9 +289,12 @@ func Start(cfg Config) (d *Daemon, err error) {
 		restAddr = cfg.HTTPAddr
 	}
 	if restAddr != "off" {
-		// The gateway reaches the backend API in process: the same
-		// grpc.Server (its interceptors, its TLS) on an in-memory listener,
-		// which spares every REST call a loopback TCP round trip.
+		// The gateway reaches the backend API in process: unary calls
+		// directly, through the backend gRPC server's interceptors
+		// (inProcessBackend); WatchPresence through the same grpc.Server
+		// (its interceptors, its TLS) on an in-memory listener. Either
+		// way no REST call takes a loopback TCP round trip.
+		d.gwUnary = backendGRPC.unary
 		d.gwLis = bufconn.Listen(256 << 10)
 		dial := func(ctx context.Context, _ string) (net.Conn, error) { return d.gwLis.DialContext(ctx) }
 		if d.gwConn, err = grpc.NewClient("passthrough:///in-process", grpc.WithContextDialer(dial), cfg.gatewayDialCreds(tlsCfg)); err != nil {
@@ -360,6 +365,7 @@ func (d *Daemon) listenGRPC(name, addr string, tlsCfg *tls.Config, withKeys bool
 	if tlsCfg != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
+	var intercept grpc.UnaryServerInterceptor
 	if withKeys && d.cfg.APIKeys != nil {
 		unary, stream := d.cfg.APIKeys.Interceptors("/" + presencev1.BackendService_ServiceDesc.ServiceName + "/")
 		// Outside the key check: count what it refuses.
@@ -377,9 +383,12 @@ func (d *Daemon) listenGRPC(name, addr string, tlsCfg *tls.Config, withKeys bool
 			}
 			return err
 		}
-		opts = append(opts, grpc.ChainUnaryInterceptor(countUnary, unary), grpc.ChainStreamInterceptor(countStream, stream))
+		intercept = func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return countUnary(ctx, req, info, func(ctx context.Context, req any) (any, error) { return unary(ctx, req, info, h) })
+		}
+		opts = append(opts, grpc.UnaryInterceptor(intercept), grpc.ChainStreamInterceptor(countStream, stream))
 	}
-	g := &grpcListener{lis: lis, gs: grpc.NewServer(opts...)}
+	g := &grpcListener{lis: lis, gs: grpc.NewServer(opts...), unary: intercept}
 	healthpb.RegisterHealthServer(g.gs, d.health)
 	reflection.Register(g.gs)
 	return g, nil

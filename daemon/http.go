@@ -53,7 +53,8 @@ func (d *Daemon) httpHandler(ctx context.Context, public, backend bool) (http.Ha
 		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithErrorHandler(errorHandler),
 	)
-	if err := presencev1.RegisterBackendServiceHandlerClient(ctx, gw, presencev1.NewBackendServiceClient(d.gwConn)); err != nil {
+	api := &inProcessBackend{BackendServiceClient: presencev1.NewBackendServiceClient(d.gwConn), srv: d.srv, unary: d.gwUnary}
+	if err := presencev1.RegisterBackendServiceHandlerClient(ctx, gw, api); err != nil {
 		return nil, fmt.Errorf("REST facade: %w", err)
 	}
 
