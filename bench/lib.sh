@@ -58,7 +58,8 @@ wait_quiet() {
 start_server() {
 	local bin=$1 log="$BIN/${SRV_LOG:-presenced}.log"
 	shift
-	taskset -c "$SERVER_CPU" "$bin" --grpc-addr "$GRPC" --http-addr "$HTTP" "$@" >"$log" 2>&1 &
+	# SERVER_ENV: environment for this server only (e.g. GOGC=off for a diagnostic run).
+	env ${SERVER_ENV:-} taskset -c "$SERVER_CPU" "$bin" --grpc-addr "$GRPC" --http-addr "$HTTP" "$@" >"$log" 2>&1 &
 	SRV=$!
 	SRVS+=("$SRV")
 	local i

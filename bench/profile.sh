@@ -95,13 +95,14 @@ taskset -c "$TOOL_CPU" "$BIN/presencebench" --scenario unicast --grpc-addr "$GRP
 B=$!
 wait_for "$BIN/unicast.err" "unicast: .* pushes at"
 sleep 2
-# gc=1: an allocation profile shows the heap as of the last GC, so each
-# snapshot forces one (and the CPU profile sees no GC of the run's own).
-curl -fsS -m 30 "http://$PPROF/debug/pprof/allocs?gc=1" -o "$BIN/allocs-before.pb.gz"
+# A heap profile holds the allocations too (alloc_space), as of the last
+# GC; gc=1 forces one first (net/http/pprof honours it for "heap" only),
+# so the difference of the two snapshots is what the window allocated.
+curl -fsS -m 30 "http://$PPROF/debug/pprof/heap?gc=1" -o "$BIN/allocs-before.pb.gz"
 curl -fsS -m 5 "http://$HTTP/metrics" | grep -E '^go_(memstats_alloc_bytes_total|gc_cycles_total_gc_cycles_total|memstats_mallocs_total) ' >"$BIN/metrics-before.txt" || true
 curl -fsS -m 60 "http://$PPROF/debug/pprof/profile?seconds=15" -o "$OUT/unicast-cpu.pb.gz"
 curl -fsS -m 5 "http://$HTTP/metrics" | grep -E '^go_(memstats_alloc_bytes_total|gc_cycles_total_gc_cycles_total|memstats_mallocs_total) ' >"$BIN/metrics-after.txt" || true
-curl -fsS -m 30 "http://$PPROF/debug/pprof/allocs?gc=1" -o "$BIN/allocs-after.pb.gz"
+curl -fsS -m 30 "http://$PPROF/debug/pprof/heap?gc=1" -o "$BIN/allocs-after.pb.gz"
 wait "$B" || true
 stop_server
 # What the 15 s allocated: the difference of two cumulative profiles.

@@ -11,8 +11,9 @@
 # Only 127.0.0.0/8 is used: the server listens on 127.0.0.1:19090 (gRPC) and
 # 127.0.0.1:19080 (HTTP), away from the default ports other tests use.
 #
-# Environment: RUNS=3, ONLY="idle idle-mux fanout fanout-mux unicast silent
-# slow churn", SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
+# Environment: RUNS=3, ONLY="idle idle-mux fanout fanout-bdp fanout-mux
+# unicast unicast-bdp silent slow churn" (and the diagnostics unicast-gcoff
+# and unicast-1k when named), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
 # (seconds to wait, before each run, for other processes to leave the CPUs
 # alone; the reports record how busy the machine was either way).
 # BENCH_COMMIT names the server's commit when run outside a git checkout.
@@ -64,7 +65,7 @@ cat "$OUT/machine.txt"
 bench() {
 	local name=$1 round=$2
 	shift 2
-	run_one "$name-$round" "default#$round" "$BIN/presenced" "$@"
+	run_one "$name-$round" "${LABEL:-default}#$round" "$BIN/presenced" "$@"
 }
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }
@@ -76,6 +77,11 @@ for ((round = 1; round <= RUNS; round++)); do
 	want fanout-bdp && bench fanout-bdp "$round" -- --scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16 --client-bdp
 	want fanout-mux && bench fanout-mux "$round" -- --scenario fanout --sessions 10000 --streams-per-conn 100 --rate 2 --duration 15s --count 300 --window 16
 	want unicast && bench unicast "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s
+	# Diagnostics, not targets (only when named in ONLY): the unicast run
+	# with the server's GC off (what the tail is without a GC mark in the
+	# window) and with 1,000 sessions instead of 10,000.
+	want unicast-gcoff && LABEL=server-gogc-off SERVER_ENV=GOGC=off bench unicast-gcoff "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s
+	want unicast-1k && bench unicast-1k "$round" -- --scenario unicast --sessions 1000 --rate 500 --duration 20s
 	want unicast-bdp && bench unicast-bdp "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s --client-bdp
 	want silent && bench silent "$round" --heartbeat-interval 1s --heartbeat-timeout 3s --reap-interval 1s -- \
 		--scenario silent --sessions 1000 --silent-frac 0.1 --reap-interval 1s

@@ -158,9 +158,11 @@ func openLoop(count int, rate float64, parallel int, start time.Time, done <-cha
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	lag = make([]int64, 0, count)
+	w := newPreciseWaiter()
+	defer w.close()
 	for k := 0; k < count; k++ {
 		sched := start.Add(time.Duration(k) * period)
-		if !waitPrecise(sched, done) || (stop != nil && stop()) {
+		if !w.wait(sched, done) || (stop != nil && stop()) {
 			return lag, k
 		}
 		select {
@@ -179,13 +181,14 @@ func openLoop(count int, rate float64, parallel int, start time.Time, done <-cha
 	return lag, count
 }
 
-// waitPrecise waits until t: a timer to within spinWindow of it (Go's
-// timers wake up to a millisecond or more late on a busy machine), then a
+// waitSpin waits until t: a Go timer to within spin of it, then a
 // yielding spin, so an open-loop schedule is kept to microseconds and the
-// tool's own lateness does not count as server latency. It reports whether
-// t was reached before done was closed.
-func waitPrecise(t time.Time, done <-chan struct{}) bool {
-	if !sleepUntil(t.Add(-spinWindow), done) {
+// tool's own lateness does not count as server latency. While it spins
+// the scheduler does not poll the network (a spinner is always runnable),
+// so a socket that becomes ready waits for the spin to end: the spin must
+// be short. It reports whether t was reached before done was closed.
+func waitSpin(t time.Time, spin time.Duration, done <-chan struct{}) bool {
+	if !sleepUntil(t.Add(-spin), done) {
 		return false
 	}
 	for time.Now().Before(t) {
@@ -193,8 +196,6 @@ func waitPrecise(t time.Time, done <-chan struct{}) bool {
 	}
 	return true
 }
-
-const spinWindow = 1500 * time.Microsecond
 
 // collect gathers the samples of every session that keep selects.
 func collect(sessions []*session, keep func(sample) bool) []sample {
