@@ -46,7 +46,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -74,6 +76,7 @@ type config struct {
 	nodeList  []nodeAddr
 	nodePIDs  []int
 	inprocess bool
+	toolGOGC  int
 	out       string
 	label     string
 
@@ -136,6 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.StringVar(&c.pids, "server-pids", "", "cluster: the nodes' pids in --nodes order, comma-separated, for RSS and CPU (without them they come from each node's /metrics)")
 	fs.IntVar(&c.natsPID, "nats-pid", 0, "cluster: the NATS server's pid, for its CPU (counted as the cluster's, not as noise)")
 	fs.BoolVar(&c.inprocess, "inprocess", false, "start the server inside the bench (quick look only; results are marked as such)")
+	fs.IntVar(&c.toolGOGC, "tool-gogc", 400, "the bench's own GC target percent, so its GC marks on its one CPU rarely fall in a measurement (GOGC in the environment wins; not with --inprocess or --serve, where the server shares the process)")
 	fs.StringVar(&c.out, "out", "", "write the JSON report to this file")
 	fs.StringVar(&c.label, "label", "", `free text stored in the report; "group#n" groups runs for --summarize`)
 
@@ -278,6 +282,29 @@ func (e *env) heapProfile() error {
 	return nil
 }
 
+// toolGC sets the bench's own GC target (--tool-gogc) unless GOGC is set
+// or the server runs in this process, and returns the one in force. The
+// bench holds as many client sessions as the server, so its heap is as
+// large; a GC mark on its one CPU delays its sends and receipts by up to
+// tens of milliseconds, which the latencies would count against the
+// server. The server's GC is not touched.
+func toolGC(cfg *config) int {
+	if v, ok := os.LookupEnv("GOGC"); ok {
+		if v == "off" {
+			return -1
+		}
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		return 100
+	}
+	if cfg.inprocess {
+		return 100
+	}
+	debug.SetGCPercent(cfg.toolGOGC)
+	return cfg.toolGOGC
+}
+
 func run(args []string, stdout, stderr io.Writer) error {
 	cfg, fs, err := parseFlags(args, stderr)
 	if err != nil {
@@ -311,6 +338,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer t.close()
 
 	rep := newReport(cfg, args)
+	rep.Machine.ToolGOGC = toolGC(cfg)
 	rep.Target = Target{GRPCAddr: t.grpcAddr, HTTPAddr: t.httpAddr, ServerPID: t.pid}
 	rep.Machine.ServerCPUs = t.serverCPUs()
 	e := &env{cfg: cfg, t: t, nodes: nodes, rep: rep, pr: newProgress(stderr, cfg.scenario), runID: fmt.Sprintf("b%x", time.Now().UnixNano()&0xffffffff)}

@@ -43,6 +43,7 @@ type Machine struct {
 	ToolCPUs   int    `json:"tool_cpus"`
 	Model      string `json:"cpu_model"`
 	GoVersion  string `json:"go_version"`
+	ToolGOGC   int    `json:"tool_gogc"`             // the bench's own GC target (--tool-gogc)
 	ServerCPUs int    `json:"server_cpus,omitempty"` // cluster: the union of the nodes' affinities
 	NATSPID    int    `json:"nats_pid,omitempty"`    // cluster: the NATS server, whose CPU is not noise
 }
