@@ -50,12 +50,23 @@ func callInProcess[Req, Resp any](ctx context.Context, b *inProcessBackend, meth
 	for _, o := range opts {
 		switch o := o.(type) {
 		case grpc.HeaderCallOption:
-			*o.HeaderAddr = metadata.Join(*o.HeaderAddr, sts.Header())
+			joinMD(o.HeaderAddr, sts.Header())
 		case grpc.TrailerCallOption:
-			*o.TrailerAddr = metadata.Join(*o.TrailerAddr, sts.Trailer())
+			joinMD(o.TrailerAddr, sts.Trailer())
 		}
 	}
 	return resp, err
+}
+
+// joinMD adds md to *dst, allocating only when both have something.
+func joinMD(dst *metadata.MD, md metadata.MD) {
+	switch {
+	case len(md) == 0:
+	case len(*dst) == 0:
+		*dst = md
+	default:
+		*dst = metadata.Join(*dst, md)
+	}
 }
 
 func (b *inProcessBackend) SendToUid(ctx context.Context, in *presencev1.SendToUidRequest, opts ...grpc.CallOption) (*presencev1.SendToUidResponse, error) {
