@@ -39,9 +39,7 @@ source bench/lib.sh
 before_rev=$(git rev-parse --short "$BEFORE")
 after_rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server daemon cmd/presenced || echo '+modified')"
 echo "== build: before $before_rev, after $after_rev"
-mkdir -p "$BIN/before"
-git archive "$before_rev" | tar -x -C "$BIN/before"
-(cd "$BIN/before" && go build -o "$BIN/presenced-before" ./cmd/presenced)
+build_at "$before_rev" presenced "$BIN/presenced-before"
 go build -o "$BIN/presenced-after" ./cmd/presenced
 go build -o "$BIN/presencebench" ./cmd/presencebench
 mkdir -p "$OUT"
@@ -49,13 +47,9 @@ ulimit -n 20000
 
 require_free_port
 {
-	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	machine_info
 	echo "before: $before_rev ($BEFORE)"
 	echo "after: $after_rev"
-	echo "nproc: $(nproc)"
-	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
-	echo "go: $(go version)"
-	echo "kernel: $(uname -r)"
 	echo "server: taskset -c $SERVER_CPU presenced-{before,after} --grpc-addr $GRPC --http-addr $HTTP ..."
 	echo "tool:   taskset -c $TOOL_CPU presencebench ..."
 } >"$OUT/machine.txt"

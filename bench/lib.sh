@@ -14,6 +14,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# build_at REV CMD OUT builds ./cmd/CMD as it was at git revision REV
+# (from a git archive under $BIN) into OUT.
+build_at() {
+	local rev=$1 cmd=$2 out=$3 dir="$BIN/src-$1"
+	if [[ ! -d "$dir" ]]; then
+		mkdir -p "$dir"
+		git archive "$rev" | tar -x -C "$dir"
+	fi
+	(cd "$dir" && go build -o "$out" "./cmd/$cmd")
+}
+
+# machine_info prints the date, the machine and the toolchain, for
+# $OUT/machine.txt.
+machine_info() {
+	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "nproc: $(nproc)"
+	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+	echo "go: $(go version)"
+	echo "kernel: $(uname -r)"
+}
+
 # require_free_port fails when something already serves $HTTP.
 require_free_port() {
 	if curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1; then

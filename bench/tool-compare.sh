@@ -29,14 +29,19 @@ source bench/lib.sh
 
 before_rev=$(git rev-parse --short "$BEFORE")
 echo "== build: tool before $before_rev, tool after $(git rev-parse --short HEAD) (+ working tree), server this checkout"
-mkdir -p "$BIN/before"
-git archive "$before_rev" | tar -x -C "$BIN/before"
-(cd "$BIN/before" && go build -o "$BIN/presencebench-before" ./cmd/presencebench)
+build_at "$before_rev" presencebench "$BIN/presencebench-before"
 go build -o "$BIN/presencebench-after" ./cmd/presencebench
 go build -o "$BIN/presenced" ./cmd/presenced
 mkdir -p "$OUT"
 ulimit -n 20000
 require_free_port
+{
+	machine_info
+	echo "tool before: $before_rev ($BEFORE)"
+	echo "tool after: $(git rev-parse --short HEAD) (+ working tree)"
+	echo "server: taskset -c $SERVER_CPU presenced --grpc-addr $GRPC --http-addr $HTTP (this checkout)"
+	echo "tool:   taskset -c $TOOL_CPU presencebench-{before,after} ..."
+} >"$OUT/machine.txt"
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
