@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,10 @@ func runUnicast(ctx context.Context, e *env) error {
 	codes := map[string]int{}
 	var respLat []int64
 	var ok atomic.Int64
+	// written[k]: when push k's request was all written to its socket,
+	// relative to its schedule (0: not written). The HTTP client's write
+	// loop sets it, hence atomics.
+	written := make([]atomic.Int64, count)
 	push := func(k int, sched time.Time, measured bool) {
 		t := "0" // warm-up pushes are not measured
 		if measured {
@@ -76,6 +81,11 @@ func runUnicast(ctx context.Context, e *env) error {
 			return
 		}
 		req.Header.Set("Content-Type", "application/json")
+		if measured {
+			req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+				WroteRequest: func(httptrace.WroteRequestInfo) { written[k].Store(max(1, time.Since(sched).Nanoseconds())) },
+			}))
+		}
 		resp, err := e.t.http.Do(req)
 		key := ""
 		if err != nil {
@@ -121,10 +131,17 @@ func runUnicast(ctx context.Context, e *env) error {
 	toSrv := make([]int64, len(samples))
 	fromSrv := make([]int64, len(samples))
 	fromSend := make([]int64, 0, len(samples))
+	var sendOut, sendIn []int64 // split of toSrv at the moment the request was written
 	for i, x := range samples {
 		total[i], toSrv[i], fromSrv[i] = x.total, x.toSrv, x.total-x.toSrv
 		if x.idx >= 0 && x.idx < int64(len(lag)) {
 			fromSend = append(fromSend, x.total-lag[x.idx])
+		}
+		if x.idx >= 0 && x.idx < int64(len(written)) {
+			if w := written[x.idx].Load(); w > 0 {
+				sendOut = append(sendOut, w)
+				sendIn = append(sendIn, x.toSrv-w)
+			}
 		}
 	}
 	l := summarize(total)
@@ -135,6 +152,11 @@ func runUnicast(ctx context.Context, e *env) error {
 	rep.latency("latency", l)
 	rep.latency("latency.from_actual_send", summarize(fromSend))
 	rep.latency("latency.to_server_accept", summarize(toSrv))
+	// The two sides of to_server_accept: the tool (start its goroutine,
+	// take a connection, write the request) and what follows the write
+	// (loopback, the server's HTTP read, the gateway, up to SendToUid).
+	rep.latency("latency.to_request_written", summarize(sendOut))
+	rep.latency("latency.written_to_server_accept", summarize(sendIn))
 	rep.latency("latency.server_to_client", summarize(fromSrv))
 	rep.latency("http_response", summarize(respLat))
 	tl := summarize(lag)
