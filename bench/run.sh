@@ -12,8 +12,8 @@
 # 127.0.0.1:19080 (HTTP), away from the default ports other tests use.
 #
 # Environment: RUNS=3, ONLY="idle idle-mux fanout fanout-bdp fanout-mux
-# unicast unicast-bdp silent slow churn" (and, when named, the diagnostics
-# unicast-gcoff and unicast-1k, and slow-25), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
+# unicast unicast-bdp silent slow slow-25 churn" (and, when named, the
+# diagnostics unicast-gcoff and unicast-1k), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
 # (seconds to wait, before each run, for other processes to leave the CPUs
 # alone; the reports record how busy the machine was either way).
 # BENCH_COMMIT names the server's commit when run outside a git checkout.
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
 
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-"idle idle-mux fanout fanout-bdp fanout-mux unicast unicast-bdp silent slow churn"}
+ONLY=${ONLY:-"idle idle-mux fanout fanout-bdp fanout-mux unicast unicast-bdp silent slow slow-25 churn"}
 SERVER_CPU=${SERVER_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
 OUT=${OUT:-bench/results}
@@ -86,8 +86,8 @@ for ((round = 1; round <= RUNS; round++)); do
 	want silent && bench silent "$round" --heartbeat-interval 1s --heartbeat-timeout 3s --reap-interval 1s -- \
 		--scenario silent --sessions 1000 --silent-frac 0.1 --reap-interval 1s
 	want slow && bench slow "$round" -- --scenario slow --sessions 1000 --slow-frac 0.01 --rate 50 --payload-bytes 1024 --baseline 5s --duration 20s
-	# The same at 25/s (only when named): at 50/s the server's one core is
-	# ~90% busy and the others' tail measures saturation, not isolation.
+	# The same at 25/s: at 50/s the server's one core is ~90% busy and the
+	# others' tail measures saturation, not isolation.
 	want slow-25 && bench slow-25 "$round" -- --scenario slow --sessions 1000 --slow-frac 0.01 --rate 25 --payload-bytes 1024 --baseline 5s --duration 20s
 	want churn && bench churn "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s
 done
