@@ -3,11 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -204,21 +202,8 @@ func TestClusterScenario(t *testing.T) {
 		})
 		addrs = append(addrs, d.GRPCAddr()+"/"+d.HTTPAddr())
 	}
-	out := filepath.Join(t.TempDir(), "cluster.json")
-	var stdout, stderr bytes.Buffer
-	args := []string{"--scenario", "cluster", "--nodes", strings.Join(addrs, ","), "--sessions", "30",
-		"--rate", "100", "--duration", "1s", "--settle", "200ms", "--count", "20", "--window", "4", "--out", out, "--deadline", "40s"}
-	if err := run(args, &stdout, &stderr); err != nil {
-		t.Fatalf("presencebench %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := new(Report)
-	if err := json.Unmarshal(b, r); err != nil {
-		t.Fatal(err)
-	}
+	r, table := runReport(t, "--scenario", "cluster", "--nodes", strings.Join(addrs, ","), "--sessions", "30",
+		"--rate", "100", "--duration", "1s", "--settle", "200ms", "--count", "20", "--window", "4")
 	if len(r.Nodes) != 3 || r.Error != "" {
 		t.Fatalf("report: %d nodes, error %q", len(r.Nodes), r.Error)
 	}
@@ -239,7 +224,7 @@ func TestClusterScenario(t *testing.T) {
 	}
 	checkPassed(t, r, "cluster broadcast")
 	checkPassed(t, r, "cluster: no session ended")
-	if !strings.Contains(stdout.String(), "node n3") {
-		t.Errorf("table does not list the nodes:\n%s", stdout.String())
+	if !strings.Contains(table, "node n3") {
+		t.Errorf("table does not list the nodes:\n%s", table)
 	}
 }

@@ -9,8 +9,9 @@ import (
 	"testing"
 )
 
-// runBench runs presencebench with args plus --out, and returns the report.
-func runBench(t *testing.T, args ...string) *Report {
+// runReport runs presencebench with args plus --out, and returns the
+// report and the printed table.
+func runReport(t *testing.T, args ...string) (*Report, string) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "report.json")
 	var stdout, stderr bytes.Buffer
@@ -26,11 +27,18 @@ func runBench(t *testing.T, args ...string) *Report {
 	if err := json.Unmarshal(b, r); err != nil {
 		t.Fatalf("report: %v", err)
 	}
+	return r, stdout.String()
+}
+
+// runBench is runReport for an in-process run, which must say so.
+func runBench(t *testing.T, args ...string) *Report {
+	t.Helper()
+	r, table := runReport(t, args...)
 	if !r.InProcess || r.Error != "" {
 		t.Fatalf("report inprocess=%v error=%q", r.InProcess, r.Error)
 	}
-	if !strings.Contains(stdout.String(), "IN-PROCESS") {
-		t.Errorf("table does not mark the run as in-process:\n%s", stdout.String())
+	if !strings.Contains(table, "IN-PROCESS") {
+		t.Errorf("table does not mark the run as in-process:\n%s", table)
 	}
 	return r
 }
