@@ -21,12 +21,7 @@ GRPC=127.0.0.1:19090
 HTTP=127.0.0.1:19080
 
 BIN=$(mktemp -d)
-SRV=""
-cleanup() {
-	[[ -n "$SRV" ]] && kill -TERM "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null || true
-	rm -rf "$BIN"
-}
-trap cleanup EXIT
+source bench/lib.sh
 go build -o "$BIN/presencebench" ./cmd/presencebench
 mkdir -p "$OUT"
 ulimit -n 20000
@@ -37,18 +32,10 @@ run() {
 	shift 2
 	echo "== $name: presencebench --serve $serveflags / presencebench $*"
 	# shellcheck disable=SC2086
-	taskset -c "$SERVER_CPU" "$BIN/presencebench" --serve --grpc-addr "$GRPC" --http-addr "$HTTP" --deadline 10m $serveflags \
-		>"$BIN/serve.log" 2>&1 &
-	SRV=$!
-	for ((i = 0; i < 100; i++)); do
-		curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && break
-		sleep 0.1
-	done
+	SRV_LOG=serve start_server "$BIN/presencebench" --serve --deadline 10m $serveflags
 	taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
 		--label "$name#1" --out "$OUT/knobs-$name.json" "$@" >"$OUT/knobs-$name.txt" || true
-	kill -TERM "$SRV"
-	wait "$SRV" || true
-	SRV=""
+	stop_server
 	grep -E '(pass|FAIL)$' "$OUT/knobs-$name.txt" || true
 }
 

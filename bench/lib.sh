@@ -1,5 +1,4 @@
-# Shared by bench/run.sh, bench/compare.sh and bench/cluster.sh (sourced,
-# not run): the servers' lifecycle and the wait for a quiet machine. Needs
+# Shared by the scripts in bench/ (sourced, not run): the servers' lifecycle and the wait for a quiet machine. Needs
 # BIN, GRPC, HTTP, SERVER_CPU and QUIET_WAIT set; sets SRV (the latest
 # server started) and SRVS (every process started and not yet stopped,
 # all stopped at exit).
@@ -91,6 +90,18 @@ start_server() {
 	echo "presenced did not come up:" >&2
 	tail -20 "$log" >&2
 	exit 1
+}
+
+# wait_for FILE PATTERN waits (at most 180 s) until FILE (a bench's
+# stderr) says PATTERN.
+wait_for() {
+	local i
+	for ((i = 0; i < 1800; i++)); do
+		grep -q "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "timed out waiting for '$2'" >&2
+	return 1
 }
 
 # stop_pids PID... stops processes started here with SIGTERM (SIGKILL

@@ -19,39 +19,13 @@ HTTP=127.0.0.1:19080
 PPROF=127.0.0.1:19081
 
 BIN=$(mktemp -d)
-SRV=""
-cleanup() {
-	[[ -n "$SRV" ]] && kill -TERM "$SRV" 2>/dev/null && wait "$SRV" 2>/dev/null || true
-	rm -rf "$BIN"
-}
-trap cleanup EXIT
+source bench/lib.sh
 go build -o "$BIN/presencebench" ./cmd/presencebench
 mkdir -p "$OUT"
 ulimit -n 20000
 
-start_server() {
-	taskset -c "$SERVER_CPU" "$BIN/presencebench" --serve --grpc-addr "$GRPC" --http-addr "$HTTP" --pprof-addr "$PPROF" \
-		--deadline 10m >"$BIN/serve.log" 2>&1 &
-	SRV=$!
-	for ((i = 0; i < 100; i++)); do
-		curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	echo "server did not come up" >&2
-	tail "$BIN/serve.log" >&2
-	exit 1
-}
-stop_server() { kill -TERM "$SRV"; wait "$SRV" || true; SRV=""; }
-
-# wait_for FILE PATTERN: wait (at most 120 s) until the bench's stderr says PATTERN.
-wait_for() {
-	for ((i = 0; i < 1200; i++)); do
-		grep -q "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "timed out waiting for '$2'" >&2
-	return 1
-}
+# serve starts the profiled server: presencebench --serve with pprof.
+serve() { SRV_LOG=serve start_server "$BIN/presencebench" --serve --pprof-addr "$PPROF" --deadline 10m; }
 
 # ONLY="idle fanout unicast" picks the profiles to take (all by default);
 # FANOUT_FLAGS adds presencebench flags to the fanout run (for example
@@ -61,7 +35,7 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 if want idle; then
 echo "== idle: heap profile with 10,000 sessions open"
-start_server
+serve
 taskset -c "$TOOL_CPU" "$BIN/presencebench" --scenario idle --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
 	--sessions 10000 --settle 15s >"$BIN/idle.txt" 2>"$BIN/idle.err" &
 B=$!
@@ -75,7 +49,7 @@ fi
 
 if want fanout; then
 echo "== fanout: CPU profile of the saturation phase, heap at its end"
-start_server
+serve
 taskset -c "$TOOL_CPU" "$BIN/presencebench" --scenario fanout --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
 	--sessions 10000 --rate 2 --duration 5s --count 300 ${FANOUT_FLAGS:-} >"$BIN/fanout.txt" 2>"$BIN/fanout.err" &
 B=$!
@@ -89,7 +63,7 @@ fi
 
 if want unicast; then
 echo "== unicast: CPU and allocation profiles of 15 s of the 500/s REST pushes"
-start_server
+serve
 taskset -c "$TOOL_CPU" "$BIN/presencebench" --scenario unicast --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
 	--sessions 10000 --rate 500 --duration 25s >"$BIN/unicast.txt" 2>"$BIN/unicast.err" &
 B=$!

@@ -19,32 +19,22 @@ OUT=${OUT:-bench/profiles/idle-stacks.txt}
 GRPC=127.0.0.1:19090
 HTTP=127.0.0.1:19080
 BIN=$(mktemp -d)
-trap 'rm -rf "$BIN"' EXIT
+source bench/lib.sh
 go build -o "$BIN/presenced" ./cmd/presenced
 go build -o "$BIN/presencebench" ./cmd/presencebench
 ulimit -n 20000
-if curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1; then
-	echo "something already serves $HTTP; stop it first" >&2
-	exit 1
-fi
-GOTRACEBACK=system taskset -c "$SERVER_CPU" "$BIN/presenced" --grpc-addr "$GRPC" --http-addr "$HTTP" >"$BIN/dump.txt" 2>&1 &
-SRV=$!
-for ((i = 0; i < 100; i++)); do
-	curl -fsS -m 1 "http://$HTTP/healthz" >/dev/null 2>&1 && break
-	sleep 0.1
-done
+require_free_port
+# The goroutine dump goes to the server's stderr, $BIN/dump.log.
+SERVER_ENV=GOTRACEBACK=system SRV_LOG=dump start_server "$BIN/presenced"
 taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
 	--scenario idle --sessions "$SESSIONS" >/dev/null 2>"$BIN/bench.err" &
 B=$!
-for ((i = 0; i < 1800; i++)); do
-	grep -q "settling for" "$BIN/bench.err" && break
-	sleep 0.1
-done
+wait_for "$BIN/bench.err" "settling for"
 sleep 8 # pings and a GC or two, as in the idle runs
 kill -QUIT "$SRV"
 wait "$SRV" || true
 wait "$B" || true
 {
 	echo "# bench/stacks.sh: presenced at $(git rev-parse --short HEAD), $SESSIONS idle sessions, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	python3 bench/stacks.py "$BIN/dump.txt"
+	python3 bench/stacks.py "$BIN/dump.log"
 } | tee "$OUT"

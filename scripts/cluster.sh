@@ -33,6 +33,16 @@ ctl() { "$dir/presencectl" "$@"; }
 # online NODE_PORT: whether node NODE_PORT sees alice online (a batch query:
 # answered from the node's directory, no other node asked).
 online() { ctl --addr "127.0.0.1:$1" presence --uid alice --uid nobody | grep -q '"uid":"alice", *"online":true'; }
+# expect_log FILE TEXT WHY: wait up to 5 s for TEXT in FILE, else fail with WHY.
+expect_log() {
+	for _ in $(seq 100); do
+		if grep -q "$2" "$1"; then return 0; fi
+		sleep 0.05
+	done
+	echo "cluster.sh: $3" >&2
+	cat "$1" >&2
+	exit 1
+}
 
 for port in 4222 9091 9092 9093 8081 8082 8083; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -95,11 +105,7 @@ done
 out=$(ctl --addr 127.0.0.1:9093 send --uid alice --text "hello from c")
 echo "send through c: $out"
 echo "$out" | grep -q '"delivered": *1' || { echo "cluster.sh: want delivered 1" >&2; exit 1; }
-for _ in $(seq 50); do
-	if grep -q "hello from c" "$dir/watch.log"; then break; fi
-	sleep 0.05
-done
-grep -q "hello from c" "$dir/watch.log" || { echo "cluster.sh: the push did not reach the client on a" >&2; cat "$dir/watch.log" >&2; exit 1; }
+expect_log "$dir/watch.log" "hello from c" "the push did not reach the client on a"
 echo "the client on a got it"
 
 # A push stored through b for a uid offline everywhere (kept in JetStream)
@@ -108,11 +114,7 @@ out=$(ctl --addr 127.0.0.1:9092 send --uid zoe --text "stored via b" --store-for
 echo "$out" | grep -q '"stored": *true' || { echo "cluster.sh: want stored: $out" >&2; exit 1; }
 "$dir/presencectl" --addr 127.0.0.1:9093 watch --uid zoe >"$dir/zoe.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do
-	if grep -q "stored via b" "$dir/zoe.log"; then break; fi
-	sleep 0.05
-done
-grep -q "stored via b" "$dir/zoe.log" || { echo "cluster.sh: the push stored through b did not reach zoe on c" >&2; cat "$dir/zoe.log" >&2; exit 1; }
+expect_log "$dir/zoe.log" "stored via b" "the push stored through b did not reach zoe on c"
 echo "a push stored through b reached zoe when it connected to c"
 
 kill -9 "${node_pid[a]}"
