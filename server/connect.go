@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -19,67 +20,156 @@ func (srv *Server) Connect(stream presencev1.PresenceService_ConnectServer) erro
 	return srv.Serve(newGRPCConn(stream))
 }
 
-// Serve runs one session over conn until it ends and returns the status it
-// ended with (nil when the client closed its side). Transports other than
-// gRPC call it with their own Conn.
+// Serve runs one session over conn, a transport that blocks in Recv (gRPC,
+// WebSocket), until it ends, and returns the status it ended with (nil when
+// the client closed its side).
 //
 // The calling goroutine never blocks in Recv or Send: a reader goroutine
-// receives, a writer sends, and this one waits for the session's context
-// and returns the status for its cause. Returning is what ends a gRPC
-// stream, and that releases a reader or writer stuck on the wire.
+// receives and hands each frame to the session, a writer sends, and this
+// one waits for the session's end and returns its status. Returning is what
+// ends a gRPC stream, and that releases a reader or writer stuck on the
+// wire.
 func (srv *Server) Serve(conn Conn) error {
-	if !srv.enter() {
-		return status.Error(codes.Unavailable, "the server is shutting down; reconnect in a few seconds")
+	ended := make(chan error, 1)
+	in, err := srv.Attach(conn, func(err error) { ended <- err })
+	if err != nil {
+		return err
 	}
-	defer srv.leave()
-	conn = srv.metrics.countFrames(conn)
+	go func() {
+		for {
+			req, err := conn.Recv()
+			if err != nil {
+				in.Closed(err)
+				return
+			}
+			if !in.Frame(req) {
+				return
+			}
+		}
+	}()
+	return <-ended
+}
 
-	ctx, cancel := context.WithCancelCause(conn.Context())
-	defer cancel(nil)
+// Attach starts a session on a stream whose client frames the transport
+// delivers itself, through the returned Inbound, so that an idle session
+// needs no goroutine of the server's (the lite transport reads every
+// stream of a connection on one goroutine). The session's writer sends on
+// out. Once the session has ended and flushed its Goodbye, ended is called
+// once, on a goroutine of the server's, with the status to end the stream
+// with (nil: the client closed its side); the transport then ends the
+// stream. Attach fails, with the status to refuse the stream with, only
+// when the server is shutting down.
+func (srv *Server) Attach(out Sender, ended func(error)) (*Inbound, error) {
+	if !srv.enter() {
+		return nil, status.Error(codes.Unavailable, "the server is shutting down; reconnect in a few seconds")
+	}
+	ctx, cancel := context.WithCancelCause(out.Context())
 	s := &session{
 		srv:        srv,
-		conn:       conn,
+		conn:       srv.metrics.countFrames(out),
 		ctx:        ctx,
 		cancel:     func(e error) { cancel(e) },
 		identified: make(chan struct{}),
 	}
-	first := make(chan *presencev1.ConnectRequest, 1)
-	go s.readLoop(first)
-
+	in := &Inbound{s: s}
 	// Phase 1: the first frame must be Identify, within the timeout.
-	timer := time.NewTimer(srv.opts.IdentifyTimeout)
-	var req *presencev1.ConnectRequest
-	select {
-	case req = <-first:
-		timer.Stop()
-	case <-timer.C:
+	in.identifyTimer = time.AfterFunc(srv.opts.IdentifyTimeout, func() {
 		s.end(endf(ReasonIdentifyTimeout, "no Identify within %v of opening the stream; send Identify as the first frame", srv.opts.IdentifyTimeout))
-	case <-ctx.Done():
-		timer.Stop()
-	case <-srv.draining:
-		timer.Stop()
+	})
+	in.stopDrain = context.AfterFunc(srv.drainCtx, func() {
 		s.end(&EndError{Reason: ReasonShutdown, Msg: "the server is shutting down; reconnect in a few seconds"})
-	}
-	if req == nil {
-		return srv.endStatus(nil, asEndError(context.Cause(ctx)))
-	}
-	// Phase 2, on a goroutine of its own: see open.
-	var err *EndError
-	opened := make(chan struct{})
-	go func() {
-		defer close(opened)
-		err = srv.open(s, req)
-	}()
-	<-opened
-	if err != nil {
-		return srv.endStatus(nil, err)
-	}
-	defer srv.close(s)
+	})
+	context.AfterFunc(ctx, func() {
+		ended(in.end())
+		srv.leave()
+	})
+	return in, nil
+}
 
-	<-ctx.Done()
-	cause := asEndError(context.Cause(ctx))
+// Inbound takes a session's client frames from its transport. Frame and
+// Closed are called by one goroutine at a time (the transport's reader).
+type Inbound struct {
+	s *session
+
+	// Set by Attach, read-only after (both are safe to stop concurrently).
+	identifyTimer *time.Timer // ends the session without Identify; stopped by the first frame
+	stopDrain     func() bool // stops ending an unidentified session at shutdown
+
+	// Owned by the reader.
+	first bool          // the first frame has come
+	limit *frameLimiter // made once identified
+
+	mu      sync.Mutex
+	opening bool          // open has started; guarded by mu
+	opened  chan struct{} // closed when open has returned; set with opening
+	openErr *EndError     // written by open's goroutine before it closes opened
+}
+
+// Frame handles one client frame and reports whether the transport
+// should go on reading: false once the session is ending. A frame that
+// comes while Identify is being checked waits for it.
+func (in *Inbound) Frame(req *presencev1.ConnectRequest) bool {
+	s := in.s
+	s.srv.metrics.frameIn(req)
+	if !in.first {
+		in.first = true
+		in.identifyTimer.Stop()
+		in.mu.Lock()
+		if s.ctx.Err() != nil {
+			// Ended already (timeout, shutdown): end will not wait for open.
+			in.mu.Unlock()
+			return false
+		}
+		in.opening, in.opened = true, make(chan struct{})
+		in.mu.Unlock()
+		// Phase 2, on a goroutine of its own: see open.
+		go func() {
+			defer close(in.opened)
+			in.openErr = s.srv.open(s, req)
+			if in.openErr == nil {
+				in.stopDrain()
+			}
+		}()
+		return true
+	}
+	if in.limit == nil {
+		select {
+		case <-s.identified:
+		case <-s.ctx.Done():
+			return false
+		}
+		in.limit = newFrameLimiter(s.srv.opts.MaxFrameRate, s.srv.opts.FrameBurst, time.Now())
+	}
+	return s.handle(req, in.limit)
+}
+
+// Closed says no more frames will come: err is io.EOF when the client
+// closed its side, or why the transport failed (a gRPC status or another
+// error), as Recv reports it. It ends the session.
+func (in *Inbound) Closed(err error) { in.s.end(recvError(err)) }
+
+// end runs once the session's context is done: it waits for a running
+// open, flushes the Goodbye, undoes the registration, logs, and returns
+// the stream's status.
+func (in *Inbound) end() error {
+	s, srv := in.s, in.s.srv
+	in.identifyTimer.Stop()
+	in.stopDrain()
+	cause := asEndError(context.Cause(s.ctx))
+	in.mu.Lock()
+	opening := in.opening
+	in.mu.Unlock()
+	if !opening {
+		return srv.endStatus(nil, cause)
+	}
+	<-in.opened
+	if in.openErr != nil {
+		return srv.endStatus(nil, in.openErr)
+	}
 	s.finish(cause)
-	return srv.endStatus(s, cause)
+	err := srv.endStatus(s, cause)
+	srv.close(s)
+	return err
 }
 
 // open identifies and registers s from its Identify frame: it checks the
@@ -88,14 +178,15 @@ func (srv *Server) Serve(conn Conn) error {
 // session has been ended with it and nothing is left to undo; on success
 // close undoes it when the session ends.
 //
-// Serve runs open on a short-lived goroutine of its own and waits for it.
-// Token verification, protobuf, the registry and logging need several KiB
-// of stack; run on the handler's goroutine they would grow its stack to
-// 8 KiB, and Go keeps a grown stack while the goroutine waits (it shrinks
-// one only when under a quarter of it is in use, and grpc-go's frames
-// under the handler are ≈1.5 KiB of it). The handler then waits, for the
-// life of the session, on a stack that never grew: 4 KiB less per idle
-// session (BENCHMARKS.md, "idle").
+// Inbound.Frame runs open on a short-lived goroutine of its own. Token
+// verification, protobuf, the registry and logging need several KiB of
+// stack; run on the reader's goroutine (or the lite transport's connection
+// goroutine) they would grow its stack to 8 KiB, and Go keeps a grown
+// stack while the goroutine waits (it shrinks one only when under a
+// quarter of it is in use, and the transport's frames under a waiting
+// reader are ≈1.5 KiB of it). The reader then waits, for the life of the
+// session, on a stack that never grew: 4 KiB less per idle session
+// (BENCHMARKS.md, "idle").
 func (srv *Server) open(s *session, req *presencev1.ConnectRequest) *EndError {
 	id, err := srv.checkIdentify(req)
 	if err != nil {
@@ -275,61 +366,42 @@ func (srv *Server) checkIdentify(req *presencev1.ConnectRequest) (identity, *End
 	return who, nil
 }
 
-// readLoop is the session's only caller of Recv. It hands the first frame
-// to the handler, waits until the session is identified, then handles
-// frames until the stream ends.
-func (s *session) readLoop(first chan<- *presencev1.ConnectRequest) {
-	req, err := s.conn.Recv()
-	if err != nil {
-		s.end(recvError(err))
-		return
+// handle handles one client frame after Identify and reports whether
+// the session goes on.
+func (s *session) handle(req *presencev1.ConnectRequest, limit *frameLimiter) bool {
+	now := time.Now()
+	s.touch(now)
+	if ack, ok := req.GetFrame().(*presencev1.ConnectRequest_Ack); ok && s.takeAck() {
+		// Acks answer pushes; they are not held to the frame rate.
+		s.srv.acks.ack(ack.Ack.GetPushId(), s.uid, s.id)
+		return true
 	}
-	first <- req
-	select {
-	case <-s.identified:
-	case <-s.ctx.Done():
-		return
+	if !limit.allow(now) {
+		s.end(endf(ReasonLimit, "more than %g frames/s (bursts of %d) from the client; send Ping every heartbeat interval, not faster",
+			s.srv.opts.MaxFrameRate, s.srv.opts.FrameBurst))
+		return false
 	}
-	limit := newFrameLimiter(s.srv.opts.MaxFrameRate, s.srv.opts.FrameBurst, time.Now())
-	for {
-		req, err := s.conn.Recv()
-		if err != nil {
-			s.end(recvError(err))
-			return
+	switch f := req.GetFrame().(type) {
+	case *presencev1.ConnectRequest_RefreshToken:
+		if err := s.refresh(f.RefreshToken.GetToken()); err != nil {
+			s.end(err)
+			return false
 		}
-		now := time.Now()
-		s.touch(now)
-		if ack, ok := req.GetFrame().(*presencev1.ConnectRequest_Ack); ok && s.takeAck() {
-			// Acks answer pushes; they are not held to the frame rate.
-			s.srv.acks.ack(ack.Ack.GetPushId(), s.uid, s.id)
-			continue
-		}
-		if !limit.allow(now) {
-			s.end(endf(ReasonLimit, "more than %g frames/s (bursts of %d) from the client; send Ping every heartbeat interval, not faster",
-				s.srv.opts.MaxFrameRate, s.srv.opts.FrameBurst))
-			return
-		}
-		switch f := req.GetFrame().(type) {
-		case *presencev1.ConnectRequest_RefreshToken:
-			if err := s.refresh(f.RefreshToken.GetToken()); err != nil {
-				s.end(err)
-				return
-			}
-		case *presencev1.ConnectRequest_Ping:
-			s.enqueue(newFrame(&presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Pong{Pong: &presencev1.Pong{
-				Seq: f.Ping.GetSeq(), ServerTime: timestamppb.New(now),
-			}}}))
-		case *presencev1.ConnectRequest_Identify:
-			s.end(endf(ReasonProtocol, "Identify was sent twice; send it once, as the first frame"))
-			return
-		case *presencev1.ConnectRequest_Ack:
-			// More acks than pushes asked for: late or repeated, harmless.
-			s.srv.acks.ack(f.Ack.GetPushId(), s.uid, s.id)
-		default:
-			s.end(frameError(req))
-			return
-		}
+	case *presencev1.ConnectRequest_Ping:
+		s.enqueue(newFrame(&presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Pong{Pong: &presencev1.Pong{
+			Seq: f.Ping.GetSeq(), ServerTime: timestamppb.New(now),
+		}}}))
+	case *presencev1.ConnectRequest_Identify:
+		s.end(endf(ReasonProtocol, "Identify was sent twice; send it once, as the first frame"))
+		return false
+	case *presencev1.ConnectRequest_Ack:
+		// More acks than pushes asked for: late or repeated, harmless.
+		s.srv.acks.ack(f.Ack.GetPushId(), s.uid, s.id)
+	default:
+		s.end(frameError(req))
+		return false
 	}
+	return true
 }
 
 // frameError explains a frame with no known field set.

@@ -13,19 +13,26 @@
 //
 // # Concurrency contract
 //
-// Each session has up to three goroutines:
+// A transport hands a session its client frames in one of two ways:
+// Serve (gRPC's Connect, the WebSocket bridge) runs a reader goroutine
+// that calls Recv while the handler waits; Attach takes frames from a
+// transport that reads them itself (the lite transport reads every stream
+// of a connection on one goroutine), so an idle session there has no
+// goroutine of the server's. Either way:
 //
-//   - the handler (Serve), which owns the session's life: it registers the
-//     session after Identify, waits on the session's context, queues the
-//     Goodbye for the cause, unregisters, and returns the status for the
-//     cause. It never blocks in Recv or Send, so anything can end a session
-//     by cancelling its context with a cause (the reaper, a queue overflow,
-//     shutdown, a protocol error), and returning ends the stream, which
-//     releases a reader or writer stuck on the wire;
-//   - the reader, the only caller of Recv: it records every frame as a sign
-//     of life (one atomic store) and answers Ping;
-//   - the writer, the only caller of Send, which exists only while frames
-//     are queued: an idle session costs the handler and the reader.
+//   - the session's context owns its life: anything ends a session by
+//     cancelling it with a cause (the reaper, a queue overflow, shutdown,
+//     a protocol error, the client leaving). When it is done, a goroutine
+//     of its own queues the Goodbye for the cause, waits for it to flush,
+//     unregisters, and reports the status for the cause (Serve's handler
+//     returns it, which ends a gRPC stream and releases a reader or writer
+//     stuck on the wire);
+//   - the reader records every frame as a sign of life (one atomic store)
+//     and answers Ping; Identify is checked and the session registered on
+//     a short-lived goroutine, so the reader's stack stays small;
+//   - the writer, the only caller of Send, exists only while frames are
+//     queued: an idle session served by Serve costs the handler and the
+//     reader, one served through Attach nothing but its state.
 //
 // Pushes never block on a client: they go to a bounded queue (count and
 // bytes); a session whose queue overflows ends as a slow consumer. A push

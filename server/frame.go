@@ -20,8 +20,15 @@ import (
 // writer only; they may run at the same time. Both must return once
 // Context is done or the transport has failed.
 type Conn interface {
-	Context() context.Context
+	Sender
 	Recv() (*presencev1.ConnectRequest, error)
+}
+
+// Sender is the sending half of a session's transport: Send is called by
+// the session's writer only, one frame at a time; the context is done when
+// the stream ends.
+type Sender interface {
+	Context() context.Context
 	Send(*Frame) error
 }
 

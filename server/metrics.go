@@ -181,25 +181,18 @@ func (fc *frameCounters) inc(m protoreflect.Message) {
 	fc.unknown.Inc()
 }
 
-// countFrames wraps a session's Conn to count the frames it carries.
-func (m *metrics) countFrames(c Conn) Conn { return &countingConn{Conn: c, m: m} }
+// countFrames wraps a session's Sender to count the frames it sends
+// (Inbound.Frame counts those received).
+func (m *metrics) countFrames(c Sender) Sender { return &countingSender{Sender: c, m: m} }
 
-// countingConn counts every frame received and every frame sent.
-type countingConn struct {
-	Conn
+// countingSender counts every frame sent.
+type countingSender struct {
+	Sender
 	m *metrics
 }
 
-func (c *countingConn) Recv() (*presencev1.ConnectRequest, error) {
-	req, err := c.Conn.Recv()
-	if err == nil {
-		c.m.frameIn(req)
-	}
-	return req, err
-}
-
-func (c *countingConn) Send(f *Frame) error {
-	err := c.Conn.Send(f)
+func (c *countingSender) Send(f *Frame) error {
+	err := c.Sender.Send(f)
 	if err == nil {
 		c.m.frameOut(f.Msg)
 	}

@@ -52,7 +52,8 @@ type Server struct {
 	mu       sync.Mutex
 	active   int           // handlers running; guarded by mu
 	idle     chan struct{} // closed when draining and active reaches 0; guarded by mu
-	draining chan struct{} // closed when Shutdown starts
+	drainCtx context.Context    // done when Shutdown starts; ends unidentified sessions
+	drained  context.CancelFunc // cancels drainCtx
 	drainOn  atomic.Bool   // draining, readable without the channel
 
 	stopReaper chan struct{}
@@ -87,10 +88,10 @@ func New(opts Options) (*Server, error) {
 		pres:       newPresence(opts.PresenceGrace, opts.LastSeenMax),
 		epoch:      newEpoch(),
 		idle:       make(chan struct{}),
-		draining:   make(chan struct{}),
 		stopReaper: make(chan struct{}),
 		reaperDone: make(chan struct{}),
 	}
+	srv.drainCtx, srv.drained = context.WithCancel(context.Background())
 	srv.reg = newRegistry(srv.pres)
 	srv.hist = histLimits{size: opts.HistorySize, age: opts.HistoryAge, budget: &histBudget{max: opts.HistoryMaxBytes}}
 	srv.acks.init()
@@ -170,7 +171,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
 	if !srv.drainOn.Load() {
 		srv.drainOn.Store(true)
-		close(srv.draining)
+		srv.drained()
 		if srv.active == 0 {
 			close(srv.idle)
 		}

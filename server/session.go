@@ -11,14 +11,17 @@ import (
 
 // session is one identified client stream.
 //
-// Goroutines: the handler (Server.serve) owns the session's life and only
-// waits; the reader (readLoop) is the only caller of conn.Recv; a writer
-// (writeLoop) exists only while frames are queued and is the only caller of
-// conn.Send. Every goroutine ends when the stream does.
+// Goroutines: the transport's reader hands client frames to the session
+// (Inbound.Frame; for a blocking transport, a reader goroutine of Serve's
+// while the handler waits); a writer (writeLoop) exists only while frames
+// are queued and is the only caller of conn.Send; when the session's
+// context is done, a goroutine of its own flushes the Goodbye, unregisters
+// and reports the status (Inbound.end). Every goroutine ends when the
+// stream does.
 type session struct {
 	// Set before the session is shared, read-only after.
 	srv         *Server
-	conn        Conn
+	conn        Sender
 	id          string
 	uid         string
 	labels      map[string]string

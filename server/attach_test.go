@@ -1,0 +1,187 @@
+package server
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+)
+
+// chanSender is a Sender whose frames arrive on a channel, for a transport
+// that feeds the session itself (Attach) with no goroutine of its own.
+type chanSender struct {
+	ctx  context.Context
+	sent chan *presencev1.ConnectResponse
+}
+
+func (c *chanSender) Context() context.Context { return c.ctx }
+func (c *chanSender) Send(f *Frame) error {
+	c.sent <- f.Msg
+	return nil
+}
+
+// attached is one session started with Attach.
+type attached struct {
+	t     *testing.T
+	in    *Inbound
+	out   *chanSender
+	ended chan error
+}
+
+func attach(t *testing.T, srv *Server) *attached {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	a := &attached{t: t, out: &chanSender{ctx: ctx, sent: make(chan *presencev1.ConnectResponse, 64)}, ended: make(chan error, 1)}
+	in, err := srv.Attach(a.out, func(err error) { a.ended <- err })
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	a.in = in
+	return a
+}
+
+func (a *attached) next() *presencev1.ConnectResponse {
+	a.t.Helper()
+	select {
+	case m := <-a.out.sent:
+		return m
+	case <-time.After(5 * time.Second):
+		a.t.Fatal("no frame within 5s")
+		return nil
+	}
+}
+
+func (a *attached) end() error {
+	a.t.Helper()
+	select {
+	case err := <-a.ended:
+		return err
+	case <-time.After(5 * time.Second):
+		a.t.Fatal("the session did not end within 5s")
+		return nil
+	}
+}
+
+// TestAttach drives a session the way the lite transport does: frames
+// handed in on the caller's goroutine, the end reported through the
+// callback with the stream's status.
+func TestAttach(t *testing.T) {
+	srv := newServerT(t, fastOptions())
+
+	t.Run("identify, ping, client closes", func(t *testing.T) {
+		a := attach(t, srv)
+		if !a.in.Frame(identify("ada")) {
+			t.Fatal("Frame(Identify) said stop")
+		}
+		if got := a.next().GetIdentified().GetUid(); got != "ada" {
+			t.Fatalf("Identified.uid = %q, want ada", got)
+		}
+		if !a.in.Frame(ping(7)) {
+			t.Fatal("Frame(Ping) said stop")
+		}
+		if got := a.next().GetPong().GetSeq(); got != 7 {
+			t.Fatalf("Pong.seq = %d, want 7", got)
+		}
+		if n := sessionCount(srv); n != 1 {
+			t.Fatalf("registry holds %d sessions, want 1", n)
+		}
+		a.in.Closed(io.EOF)
+		if err := a.end(); err != nil {
+			t.Fatalf("status after the client closed = %v, want nil (OK)", err)
+		}
+		waitFor(t, time.Second, "the registry to be empty", func() bool { return sessionCount(srv) == 0 })
+	})
+
+	t.Run("no identify", func(t *testing.T) {
+		o := fastOptions()
+		o.IdentifyTimeout = 50 * time.Millisecond
+		srv := newServerT(t, o)
+		a := attach(t, srv)
+		if code := status.Code(a.end()); code != codes.DeadlineExceeded {
+			t.Fatalf("code = %v, want DeadlineExceeded", code)
+		}
+		if a.in.Frame(identify("late")) {
+			t.Fatal("Frame after the end said go on")
+		}
+	})
+
+	t.Run("bad first frame", func(t *testing.T) {
+		a := attach(t, srv)
+		a.in.Frame(ping(1))
+		if code := status.Code(a.end()); code != codes.FailedPrecondition {
+			t.Fatalf("code = %v, want FailedPrecondition", code)
+		}
+	})
+
+	t.Run("transport fails", func(t *testing.T) {
+		a := attach(t, srv)
+		a.in.Frame(identify("bob"))
+		a.next()
+		a.in.Closed(status.Error(codes.Unavailable, "connection lost"))
+		if code := status.Code(a.end()); code != codes.Unavailable {
+			t.Fatalf("code = %v, want Unavailable", code)
+		}
+	})
+
+	t.Run("shutdown ends an unidentified session", func(t *testing.T) {
+		srv := newServerT(t, fastOptions())
+		a := attach(t, srv)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if code := status.Code(a.end()); code != codes.Unavailable {
+			t.Fatalf("code = %v, want Unavailable", code)
+		}
+		if _, err := srv.Attach(a.out, func(error) {}); status.Code(err) != codes.Unavailable {
+			t.Fatalf("Attach while draining: %v, want Unavailable", err)
+		}
+	})
+
+	t.Run("end races the first frame", func(t *testing.T) {
+		// The stream's context ends while Identify is being handed in:
+		// the session must end exactly once, with nothing left registered.
+		for range 50 {
+			ctx, cancel := context.WithCancel(context.Background())
+			out := &chanSender{ctx: ctx, sent: make(chan *presencev1.ConnectResponse, 64)}
+			ended := make(chan error, 2)
+			in, err := srv.Attach(out, func(err error) { ended <- err })
+			if err != nil {
+				t.Fatal(err)
+			}
+			go cancel()
+			in.Frame(identify("race"))
+			select {
+			case <-ended:
+			case <-time.After(5 * time.Second):
+				t.Fatal("no end")
+			}
+			if len(ended) != 0 {
+				t.Fatal("ended twice")
+			}
+		}
+		waitFor(t, time.Second, "the registry to be empty", func() bool { return sessionCount(srv) == 0 })
+	})
+}
+
+func newServerT(t *testing.T, o Options) *Server {
+	t.Helper()
+	srv, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func sessionCount(srv *Server) int {
+	_, n := srv.reg.counts()
+	return n
+}
