@@ -50,11 +50,11 @@ type Server struct {
 	uidEpoch      atomic.Value     // string: the uid log's epoch, in a cluster with Shared
 
 	mu       sync.Mutex
-	active   int           // handlers running; guarded by mu
-	idle     chan struct{} // closed when draining and active reaches 0; guarded by mu
+	active   int                // handlers running; guarded by mu
+	idle     chan struct{}      // closed when draining and active reaches 0; guarded by mu
 	drainCtx context.Context    // done when Shutdown starts; ends unidentified sessions
 	drained  context.CancelFunc // cancels drainCtx
-	drainOn  atomic.Bool   // draining, readable without the channel
+	drainOn  atomic.Bool        // draining, readable without the channel
 
 	stopReaper chan struct{}
 	reaperDone chan struct{}
