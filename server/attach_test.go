@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
@@ -184,4 +185,26 @@ func newServerT(t *testing.T, o Options) *Server {
 func sessionCount(srv *Server) int {
 	_, n := srv.reg.counts()
 	return n
+}
+
+// TestFrameEncodedOnce proves a shared frame is marshalled once for
+// transports that send bytes, and that the bytes are the message.
+func TestFrameEncodedOnce(t *testing.T) {
+	msg := &presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Push{Push: &presencev1.Push{Id: "p1", Seq: 9}}}
+	f := newSharedFrame(msg)
+	a, err := f.Encoded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := f.Encoded()
+	if &a[0] != &b[0] {
+		t.Fatal("a shared frame was encoded twice")
+	}
+	var got presencev1.ConnectResponse
+	if err := proto.Unmarshal(a, &got); err != nil || !proto.Equal(&got, msg) {
+		t.Fatalf("Encoded decodes to %v (%v), want %v", &got, err, msg)
+	}
+	if len(a) != f.Size() {
+		t.Fatalf("len(Encoded) = %d, Size = %d", len(a), f.Size())
+	}
 }

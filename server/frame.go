@@ -42,6 +42,7 @@ type Frame struct {
 
 	mu       sync.Mutex
 	prepared map[string]*grpc.PreparedMsg // by content type; guarded by mu
+	encoded  []byte                       // the protobuf encoding, for transports that take bytes; guarded by mu
 }
 
 // newFrame wraps a message for one session; size is computed once here.
@@ -80,6 +81,25 @@ func (f *Frame) PreparedFor(stream grpc.ServerStream, key string) (*grpc.Prepare
 	}
 	f.prepared[key] = pm
 	return pm, nil
+}
+
+// Encoded returns the frame's protobuf encoding, for transports that send
+// bytes (the lite transport). A shared frame is encoded once and the bytes
+// are shared: callers must not modify them.
+func (f *Frame) Encoded() ([]byte, error) {
+	if !f.shared {
+		return proto.Marshal(f.Msg)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.encoded == nil {
+		b, err := proto.Marshal(f.Msg)
+		if err != nil {
+			return nil, err
+		}
+		f.encoded = b
+	}
+	return f.encoded, nil
 }
 
 // grpcConn adapts the Connect stream to Conn.
