@@ -15,7 +15,9 @@
 # SERVER_CPU=0, TOOL_CPU=1, QUIET_WAIT=10, ONLY="idle fanout fanout-mux"
 # (unicast too, when named),
 # IDLE_VARIANTS="before after after-buf8k after-buf4k",
-# MUX_VARIANTS="after after-buf4k" (the variants of fanout-mux).
+# MUX_VARIANTS="after after-buf4k" (the variants of fanout-mux),
+# FANOUT_VARIANTS="before after", UNICAST_VARIANTS="before after".
+# Variant "lite" is this checkout's presenced with --transport lite.
 # About 8 minutes per round on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,8 @@ QUIET_WAIT=${QUIET_WAIT:-10}
 ONLY=${ONLY:-"idle fanout fanout-mux"}
 IDLE_VARIANTS=${IDLE_VARIANTS:-"before after after-buf8k after-buf4k"}
 MUX_VARIANTS=${MUX_VARIANTS:-"after after-buf4k"}
+FANOUT_VARIANTS=${FANOUT_VARIANTS:-"before after"}
+UNICAST_VARIANTS=${UNICAST_VARIANTS:-"before after"}
 GRPC=127.0.0.1:19090
 HTTP=127.0.0.1:19080
 
@@ -65,6 +69,7 @@ bench() {
 	after) ;;
 	after-buf8k) srvflags=(--read-buffer-size 8192 --write-buffer-size 8192) ;;
 	after-buf4k) srvflags=(--read-buffer-size 4096 --write-buffer-size 4096) ;;
+	lite) srvflags=(--transport lite) ;;
 	*) echo "unknown variant $variant" >&2; exit 1 ;;
 	esac
 	run_one "$variant-$scenario-$round" "$variant#$round" "$bin" "${srvflags[@]}" -- "$@"
@@ -81,12 +86,12 @@ for ((round = 1; round <= RUNS; round++)); do
 		done
 	fi
 	if want fanout; then
-		for v in before after; do
+		for v in $FANOUT_VARIANTS; do
 			bench "$v" fanout "$round" -- "${FANOUT[@]}"
 		done
 	fi
 	if want unicast; then
-		for v in before after; do
+		for v in $UNICAST_VARIANTS; do
 			bench "$v" unicast "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s
 		done
 	fi

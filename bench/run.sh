@@ -13,7 +13,8 @@
 #
 # Environment: RUNS=3, ONLY="idle idle-mux fanout fanout-bdp fanout-mux
 # unicast unicast-bdp silent slow slow-25 churn" (and, when named, the
-# diagnostics unicast-gcoff and unicast-1k), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
+# diagnostics unicast-gcoff and unicast-1k), SERVER_ARGS (presenced flags
+# for every run, e.g. "--transport lite"), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
 # (seconds to wait, before each run, for other processes to leave the CPUs
 # alone; the reports record how busy the machine was either way).
 # BENCH_COMMIT names the server's commit when run outside a git checkout.
@@ -56,7 +57,7 @@ require_free_port
 	echo "go: $(go version)"
 	echo "kernel: $(uname -r)"
 	echo "ulimit -n: $(ulimit -n)"
-	echo "server: taskset -c $SERVER_CPU presenced --grpc-addr $GRPC --http-addr $HTTP ..."
+	echo "server: taskset -c $SERVER_CPU presenced --grpc-addr $GRPC --http-addr $HTTP ${SERVER_ARGS:-}..."
 	echo "tool:   taskset -c $TOOL_CPU presencebench ..."
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt"
@@ -65,7 +66,7 @@ cat "$OUT/machine.txt"
 bench() {
 	local name=$1 round=$2
 	shift 2
-	run_one "$name-$round" "${LABEL:-default}#$round" "$BIN/presenced" "$@"
+	run_one "$name-$round" "${LABEL:-default}#$round" "$BIN/presenced" ${SERVER_ARGS:-} "$@"
 }
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }

@@ -22,9 +22,11 @@ import re
 import sys
 
 KINDS = [
-    # readLoop first: its traceback also names Serve (the go statement).
+    # The reader first: its traceback also names Serve (the go statement).
     ("reader (server.readLoop, in Recv)", "server.(*session).readLoop"),
+    ("reader (server.Serve's, in Recv)", "server.(*Server).Serve.func"),
     ("handler (grpc stream goroutine, server.Serve)", "server.(*Server).Serve"),
+    ("lite connection reader", "lite.(*conn)"),
     ("grpc frame reader (HandleStreams)", "HandleStreams"),
     ("grpc loopy writer", "loopyWriter"),
     ("grpc keepalive", "http2Server).keepalive"),
@@ -32,6 +34,9 @@ KINDS = [
 ]
 
 txt = open(sys.argv[1], errors="replace").read()
+# argv[2], the sessions open: the sum weighs each kind by its count per
+# session (without it, one of each kind per session).
+sessions = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 blocks = re.split(r"\n\n(?=goroutine \d+)", txt[txt.find("\ngoroutine ") + 1:])
 used = collections.defaultdict(list)
 hi = collections.defaultdict(list)
@@ -65,6 +70,6 @@ for name, _ in KINDS:
     p8 = max(0.0, 2 * (f8 - 0.25 * p2) - (1 - p2))
     p4 = max(0.0, 1 - p2 - p8)
     size = 2 * p2 + 4 * p4 + 8 * p8
-    total += size
+    total += size * (len(used[name]) / sessions if sessions else 1)
     print(f"{name:48s} {len(used[name]):6d} {u:6d} {floor // 1024:4d} K {size:6.1f} K")
 print(f"{'sum per session (KiB)':48s} {'':6s} {'':6s} {'':6s} {total:6.1f} K")

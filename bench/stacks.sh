@@ -7,7 +7,8 @@
 # each frame's sp and fp, from which bench/stacks.py tells, per kind of
 # goroutine, the stack in use while blocked, the smallest stack Go could
 # shrink it to, and the stack it has. Writes OUT (default
-# bench/profiles/idle-stacks.txt). The bench run itself ends in an error
+# bench/profiles/idle-stacks.txt); SERVER_ARGS are presenced flags (e.g.
+# "--transport lite"). The bench run itself ends in an error
 # (its server is gone): only the dump is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ go build -o "$BIN/presencebench" ./cmd/presencebench
 ulimit -n 20000
 require_free_port
 # The goroutine dump goes to the server's stderr, $BIN/dump.log.
-SERVER_ENV=GOTRACEBACK=system SRV_LOG=dump start_server "$BIN/presenced"
+SERVER_ENV=GOTRACEBACK=system SRV_LOG=dump start_server "$BIN/presenced" ${SERVER_ARGS:-}
 taskset -c "$TOOL_CPU" "$BIN/presencebench" --grpc-addr "$GRPC" --http-addr "$HTTP" --server-pid "$SRV" \
 	--scenario idle --sessions "$SESSIONS" >/dev/null 2>"$BIN/bench.err" &
 B=$!
@@ -35,6 +36,6 @@ kill -QUIT "$SRV"
 wait "$SRV" || true
 wait "$B" || true
 {
-	echo "# bench/stacks.sh: presenced at $(git rev-parse --short HEAD), $SESSIONS idle sessions, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	python3 bench/stacks.py "$BIN/dump.log"
+	echo "# bench/stacks.sh: presenced ${SERVER_ARGS:-}at $(git rev-parse --short HEAD), $SESSIONS idle sessions, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	python3 bench/stacks.py "$BIN/dump.log" "$SESSIONS"
 } | tee "$OUT"
