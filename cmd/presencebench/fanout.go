@@ -32,11 +32,11 @@ func runFanout(ctx context.Context, e *env) error {
 	rep.Detail["window"] = window
 
 	tr := newTracker(fixed + satCount)
-	conns, err := dialConns(e.t, nconns, 1, false)
+	conns, err := dialClients(e.t, cfg.client, nconns, 1)
 	if err != nil {
 		return err
 	}
-	defer closeConns(conns)
+	defer conns.close()
 	sessions, _, err := openSessions(ctx, sessionSpec{
 		n: n, conns: conns, prefix: e.runID, parallel: cfg.dialParallel,
 		onPush: func(s *session, f *frameInfo, now int64) {
