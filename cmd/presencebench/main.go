@@ -26,6 +26,13 @@
 //	         receipts counted on every node; API delivered counts are
 //	         checked against receipts. bench/cluster.sh runs it.
 //
+// Clients (--client): grpc (default) carries the sessions with grpc-go;
+// raw with the bench's own minimal HTTP/2 client (rawclient.go), one
+// reader and one heartbeat goroutine per connection, which costs the bench
+// a fraction of grpc-go's CPU per received message, so that a saturated
+// fan-out measures the server rather than the tool. raw runs idle, fanout,
+// unicast and silent.
+//
 // Safety: it only ever talks to 127.0.0.0/8. Every address is resolved up
 // front and refused unless it is loopback, and every dial checks again.
 // Every phase is bounded by --duration (or a count) and the whole run by

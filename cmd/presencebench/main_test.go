@@ -154,6 +154,24 @@ func TestScenariosInProcess(t *testing.T) {
 		checkPassed(t, r, "silent: no eviction before the timeout")
 		checkPassed(t, r, "silent: on-time clients survive")
 	})
+	t.Run("silent raw", func(t *testing.T) {
+		t.Parallel()
+		// The raw client's connection heartbeat honours session.silent.
+		r, table := runReport(t, "--inprocess", "--client", "raw", "--scenario", "silent", "--sessions", "20", "--streams-per-conn", "5", "--silent-frac", "0.25",
+			"--srv-heartbeat-interval", "500ms", "--srv-heartbeat-timeout", "1500ms", "--srv-reap-interval", "250ms", "--duration", "3s")
+		checkRawReport(t, r, table)
+		checkPassed(t, r, "silent: every silent client evicted")
+		checkPassed(t, r, "silent: no eviction before the timeout")
+		checkPassed(t, r, "silent: on-time clients survive")
+	})
+	t.Run("unicast raw", func(t *testing.T) {
+		t.Parallel()
+		r, table := runReport(t, "--inprocess", "--client", "raw", "--scenario", "unicast", "--sessions", "20", "--streams-per-conn", "10", "--rate", "100", "--duration", "1s")
+		checkRawReport(t, r, table)
+		if recv := metricOf(t, r, "received"); recv != 100 {
+			t.Errorf("received = %v; want 100", recv)
+		}
+	})
 	t.Run("slow", func(t *testing.T) {
 		t.Parallel()
 		// The default queue (256 frames): a smaller one would also end
