@@ -278,7 +278,7 @@ func runCluster(ctx context.Context, e *env) error {
 		allConns = append(allConns, conns...)
 		e.pr.printf("node %s (%s): opening %d sessions", nodeName(j), t.grpcAddr, split[j])
 		got, _, err := openSessions(ctx, sessionSpec{
-			n: split[j], conns: conns, prefix: e.runID + "-" + nodeName(j), parallel: cfg.dialParallel,
+			n: split[j], conns: clientConns{grpc: conns}, prefix: e.runID + "-" + nodeName(j), parallel: cfg.dialParallel,
 			onPush: func(s *session, f *frameInfo, now int64) {
 				if f.t <= 0 { // warm-up
 					return

@@ -32,18 +32,20 @@ func runFanout(ctx context.Context, e *env) error {
 	rep.Detail["window"] = window
 
 	tr := newTracker(fixed + satCount)
-	conns, err := dialConns(e.t, nconns, 1, false)
+	conns, err := dialClients(e.t, cfg.client, nconns, 1)
 	if err != nil {
 		return err
 	}
-	defer closeConns(conns)
+	defer conns.close()
 	sessions, _, err := openSessions(ctx, sessionSpec{
 		n: n, conns: conns, prefix: e.runID, parallel: cfg.dialParallel,
 		onPush: func(s *session, f *frameInfo, now int64) {
-			tr.got(f.idx, now)
+			// Sample first: once the tracker counts the last receipt
+			// of a push, the phase ends and collects the samples.
 			if f.t > 0 {
 				s.record(sample{idx: f.idx, total: now - f.t, toSrv: f.sentAt - f.t})
 			}
+			tr.got(f.idx, now)
 		},
 		onEnd: func(*session) { tr.sessionEnded() },
 	}, e.pr)

@@ -25,11 +25,11 @@ func runIdle(ctx context.Context, e *env) error {
 	if before.sessions > 0 {
 		rep.note("the server already had %v sessions before the run; per-session figures are skewed", before.sessions)
 	}
-	conns, err := dialConns(e.t, nconns, 0, false)
+	conns, err := dialClients(e.t, cfg.client, nconns, 0)
 	if err != nil {
 		return err
 	}
-	defer closeConns(conns)
+	defer conns.close()
 
 	var ended atomic.Int64
 	cpu0 := cpuNow()

@@ -26,6 +26,13 @@
 //	         receipts counted on every node; API delivered counts are
 //	         checked against receipts. bench/cluster.sh runs it.
 //
+// Clients (--client): grpc (default) carries the sessions with grpc-go;
+// raw with the bench's own minimal HTTP/2 client (rawclient.go), one
+// reader and one heartbeat goroutine per connection, which costs the bench
+// a fraction of grpc-go's CPU per received message, so that a saturated
+// fan-out measures the server rather than the tool. raw runs idle, fanout,
+// unicast and silent.
+//
 // Safety: it only ever talks to 127.0.0.0/8. Every address is resolved up
 // front and refused unless it is loopback, and every dial checks again.
 // Every phase is bounded by --duration (or a count) and the whole run by
@@ -101,6 +108,7 @@ type config struct {
 	churnNewConn bool
 	churnUids    int
 	clientBDP    bool
+	client       string
 	seed         uint64
 
 	cpuProfile string
@@ -163,6 +171,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.DurationVar(&c.baseline, "baseline", 5*time.Second, "slow: phase with every client reading, before 1% stop")
 	fs.BoolVar(&c.churnNewConn, "churn-new-conn", true, "churn: a new TCP connection per cycle (false: cycle streams over --workers kept connections)")
 	fs.BoolVar(&c.clientBDP, "client-bdp", false, "clients use grpc-go's default dynamic HTTP/2 windows (BDP estimation: a ping to the server after each burst it sends) instead of the static 64 KiB windows the Go client sets")
+	fs.StringVar(&c.client, "client", clientGRPC, "the client carrying the sessions: grpc (grpc-go) or raw (the bench's own minimal HTTP/2 client: one reader goroutine per connection, for a lower cost per received message; idle, fanout, unicast and silent only)")
 	fs.IntVar(&c.churnUids, "churn-uids", 1000, "churn: cycle over this many uids, as users reconnecting do (0: a new uid every cycle; the server then keeps a last-seen time for each, up to --last-seen-max, which shows in the heap)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed (uid choice in unicast)")
 
@@ -211,6 +220,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	}
 	if c.silentFrac <= 0 || c.silentFrac >= 1 || c.slowFrac <= 0 || c.slowFrac >= 1 {
 		return nil, fs, errors.New("--silent-frac and --slow-frac must be between 0 and 1")
+	}
+	if err := clientSupports(c.client, c.scenario); err != nil {
+		return nil, fs, err
+	}
+	if c.client == clientRaw && c.clientBDP {
+		return nil, fs, errors.New("--client-bdp is a setting of grpc-go's client; --client raw always uses static 64 KiB windows")
 	}
 	if c.scenario != "cluster" {
 		if c.nodes != "" || c.pids != "" || c.natsPID != 0 {
@@ -339,6 +354,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 	rep := newReport(cfg, args)
 	rep.Machine.ToolGOGC = toolGC(cfg)
+	rep.Machine.Client = cfg.client
 	rep.Target = Target{GRPCAddr: t.grpcAddr, HTTPAddr: t.httpAddr, ServerPID: t.pid}
 	rep.Machine.ServerCPUs = t.serverCPUs()
 	e := &env{cfg: cfg, t: t, nodes: nodes, rep: rep, pr: newProgress(stderr, cfg.scenario), runID: fmt.Sprintf("b%x", time.Now().UnixNano()&0xffffffff)}
@@ -375,6 +391,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if cfg.clientBDP {
 		// Another client configuration: a run of its own in summaries.
 		rep.Variant += " client-bdp"
+	}
+	if cfg.client == clientRaw {
+		rep.Variant += " client-raw"
 	}
 	rep.WallSec = round3(time.Since(start).Seconds())
 	// How busy the rest of the machine was: other processes' CPU is noise.

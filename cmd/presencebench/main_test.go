@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -100,6 +102,42 @@ func TestScenariosInProcess(t *testing.T) {
 		}
 		checkPassed(t, r, "fanout saturated: no eviction")
 	})
+	// The raw client (--client raw) in the same shapes: every broadcast
+	// reaches every session, none is evicted, latencies are sampled.
+	for _, per := range []string{"1", "5"} {
+		t.Run("fanout raw streams/conn="+per, func(t *testing.T) {
+			r, table := runReport(t, "--inprocess", "--client", "raw", "--scenario", "fanout", "--sessions", "20", "--streams-per-conn", per,
+				"--rate", "20", "--duration", "1s", "--count", "40", "--window", "4")
+			checkRawReport(t, r, table)
+			if got := metricOf(t, r, "fixed.deliveries"); got != 20*20 {
+				t.Errorf("fixed.deliveries = %v; want 400", got)
+			}
+			if got := metricOf(t, r, "saturation.deliveries"); got != 20*40 {
+				t.Errorf("saturation.deliveries = %v; want 800", got)
+			}
+			if got := metricOf(t, r, "evicted"); got != 0 {
+				t.Errorf("evicted = %v; want 0", got)
+			}
+			checkPassed(t, r, "fanout saturated: no eviction")
+			if l := r.Latencies["fixed.latency"]; l.Count != 20*20 {
+				t.Errorf("fixed.latency count = %d; want 400", l.Count)
+			}
+			if l := r.Latencies["saturation.latency"]; l.Count != 20*40 || l.MaxMs <= 0 {
+				t.Errorf("saturation.latency count = %d, max %v ms; want 800 samples", l.Count, l.MaxMs)
+			}
+			if len(r.Ends) != 0 {
+				t.Errorf("sessions ended during the run: %v", r.Ends)
+			}
+		})
+		t.Run("idle raw streams/conn="+per, func(t *testing.T) {
+			r, table := runReport(t, "--inprocess", "--client", "raw", "--scenario", "idle", "--sessions", "20", "--streams-per-conn", per,
+				"--settle", "300ms")
+			checkRawReport(t, r, table)
+			if got := metricOf(t, r, "sessions.live"); got != 20 {
+				t.Errorf("sessions.live = %v; want 20", got)
+			}
+		})
+	}
 	t.Run("unicast", func(t *testing.T) {
 		t.Parallel()
 		r := runBench(t, "--inprocess", "--scenario", "unicast", "--sessions", "20", "--rate", "100", "--duration", "1s")
@@ -115,6 +153,24 @@ func TestScenariosInProcess(t *testing.T) {
 		checkPassed(t, r, "silent: every silent client evicted")
 		checkPassed(t, r, "silent: no eviction before the timeout")
 		checkPassed(t, r, "silent: on-time clients survive")
+	})
+	t.Run("silent raw", func(t *testing.T) {
+		t.Parallel()
+		// The raw client's connection heartbeat honours session.silent.
+		r, table := runReport(t, "--inprocess", "--client", "raw", "--scenario", "silent", "--sessions", "20", "--streams-per-conn", "5", "--silent-frac", "0.25",
+			"--srv-heartbeat-interval", "500ms", "--srv-heartbeat-timeout", "1500ms", "--srv-reap-interval", "250ms", "--duration", "3s")
+		checkRawReport(t, r, table)
+		checkPassed(t, r, "silent: every silent client evicted")
+		checkPassed(t, r, "silent: no eviction before the timeout")
+		checkPassed(t, r, "silent: on-time clients survive")
+	})
+	t.Run("unicast raw", func(t *testing.T) {
+		t.Parallel()
+		r, table := runReport(t, "--inprocess", "--client", "raw", "--scenario", "unicast", "--sessions", "20", "--streams-per-conn", "10", "--rate", "100", "--duration", "1s")
+		checkRawReport(t, r, table)
+		if recv := metricOf(t, r, "received"); recv != 100 {
+			t.Errorf("received = %v; want 100", recv)
+		}
 	})
 	t.Run("slow", func(t *testing.T) {
 		t.Parallel()
@@ -134,6 +190,46 @@ func TestScenariosInProcess(t *testing.T) {
 			t.Errorf("sessions = %v; want > 0", got)
 		}
 	})
+}
+
+// checkRawReport checks that an in-process run says it used the raw client.
+func checkRawReport(t *testing.T, r *Report, table string) {
+	t.Helper()
+	if !r.InProcess || r.Error != "" {
+		t.Fatalf("report inprocess=%v error=%q", r.InProcess, r.Error)
+	}
+	if r.Machine.Client != "raw" || !strings.HasSuffix(r.Variant, " client-raw") {
+		t.Errorf("report client = %q, variant %q; want raw", r.Machine.Client, r.Variant)
+	}
+	if !regexp.MustCompile(`(?m)^client +raw\b`).MatchString(table) {
+		t.Errorf("table header does not name the client:\n%s", table)
+	}
+}
+
+// TestClientFlag checks --client's values and the scenarios raw refuses.
+func TestClientFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string // in the error; "" for none
+	}{
+		{[]string{"--scenario", "fanout", "--client", "raw"}, ""},
+		{[]string{"--scenario", "idle", "--client", "raw"}, ""},
+		{[]string{"--scenario", "fanout"}, ""},
+		{[]string{"--scenario", "fanout", "--client", "quic"}, "want grpc or raw"},
+		{[]string{"--scenario", "slow", "--client", "raw"}, "does not support --scenario slow"},
+		{[]string{"--scenario", "churn", "--client", "raw"}, "does not support --scenario churn"},
+		{[]string{"--scenario", "fanout", "--client", "raw", "--client-bdp"}, "--client-bdp"},
+	} {
+		cfg, _, err := parseFlags(c.args, io.Discard)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%v: %v", c.args, err)
+		case c.want == "" && cfg.client == "":
+			t.Errorf("%v: no client set", c.args)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%v: error %v; want one with %q", c.args, err, c.want)
+		}
+	}
 }
 
 // TestRefusesNonLoopback proves the tool will not run against an address

@@ -44,6 +44,7 @@ type Machine struct {
 	Model      string `json:"cpu_model"`
 	GoVersion  string `json:"go_version"`
 	ToolGOGC   int    `json:"tool_gogc"`             // the bench's own GC target (--tool-gogc)
+	Client     string `json:"client"`                // what carries the sessions (--client): grpc or raw
 	ServerCPUs int    `json:"server_cpus,omitempty"` // cluster: the union of the nodes' affinities
 	NATSPID    int    `json:"nats_pid,omitempty"`    // cluster: the NATS server, whose CPU is not noise
 }
@@ -161,6 +162,9 @@ func (r *Report) printTable(w io.Writer) {
 		mode = "IN-PROCESS server (quick look; not comparable)"
 	}
 	fmt.Fprintf(tw, "scenario\t%s\t%s\n", r.Scenario, r.Variant)
+	if r.Machine.Client != "" {
+		fmt.Fprintf(tw, "client\t%s\t\n", r.Machine.Client)
+	}
 	if len(r.Nodes) == 0 {
 		fmt.Fprintf(tw, "target\t%s / %s\t%s, pid %d\n", r.Target.GRPCAddr, r.Target.HTTPAddr, mode, r.Target.ServerPID)
 	}

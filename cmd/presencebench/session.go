@@ -17,16 +17,20 @@ import (
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
 
-// session is one client Connect stream of the bench.
+// session is one client Connect stream of the bench, carried by grpc-go
+// (--client grpc) or by the bench's own HTTP/2 client (--client raw,
+// rawclient.go). Both paths share what a session does with what it
+// receives (handle, identified, finish) and what it sends (identify, beat).
 //
-// Goroutines: the reader (readLoop) is the only caller of RecvMsg; the
-// heartbeat goroutine is the only caller of Send after Identify. Both end
-// when the stream does.
+// Goroutines: with grpc, the reader (readLoop) is the only caller of
+// RecvMsg and the session's heartbeat goroutine the only caller of beat;
+// with raw, the connection's reader and heartbeat goroutines take those
+// roles for every stream of the connection. Both end when the stream does.
 type session struct {
 	// Set before the goroutines start, read-only after.
 	idx        int
 	uid        string
-	stream     grpc.BidiStreamingClient[presencev1.ConnectRequest, presencev1.ConnectResponse]
+	sender     requestSender // the stream's send side
 	cancel     context.CancelFunc
 	hbInterval time.Duration
 	hbTimeout  time.Duration
@@ -38,13 +42,14 @@ type session struct {
 	resume   chan struct{} // closed (by resumeReading) to let a stalled reader go on
 	resumeMu sync.Once
 	lastSent atomic.Int64 // unix ns of the last frame sent
+	pingSeq  uint64       // the last Ping's seq; the heartbeating goroutine's only
 
 	pushes atomic.Int64  // pushes received
 	done   chan struct{} // closed when the reader returns
 
 	// Written by the reader before done is closed; read after done.
 	endAt   int64 // unix ns when the stream ended
-	endErr  error // what RecvMsg returned at the end
+	endErr  error // how the stream ended: io.EOF for OK, else a status error
 	goodbye presencev1.GoodbyeReason
 
 	mu      sync.Mutex
@@ -58,6 +63,78 @@ type sample struct {
 	idx   int64
 	total int64 // ns
 	toSrv int64 // ns, sent_at - reference time
+}
+
+// requestSender sends a session's ConnectRequests: grpc-go's Connect
+// stream, or a rawStream.
+type requestSender interface {
+	Send(*presencev1.ConnectRequest) error
+}
+
+// identify sends the session's Identify.
+func (s *session) identify() error {
+	if err := s.sender.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: s.uid}}}); err != nil {
+		return fmt.Errorf("Identify %q: %w", s.uid, err)
+	}
+	s.lastSent.Store(time.Now().UnixNano())
+	return nil
+}
+
+// beat sends the next Ping, unless the session has gone silent. Only the
+// goroutine that heartbeats the session calls it.
+func (s *session) beat() error {
+	if s.silent.Load() {
+		return nil
+	}
+	s.pingSeq++
+	if err := s.sender.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ping{Ping: &presencev1.Ping{Seq: s.pingSeq}}}); err != nil {
+		return err
+	}
+	s.lastSent.Store(time.Now().UnixNano())
+	return nil
+}
+
+// identified reads one frame received before Identified: it reports
+// whether it is the Identified, and takes the heartbeat settings from it.
+// Other frames before it are ignored.
+func (s *session) identified(b []byte, f *frameInfo) (bool, error) {
+	if err := decodeFrame(b, f); err != nil {
+		return false, fmt.Errorf("session %q: %w", s.uid, err)
+	}
+	if f.kind != kindIdentified {
+		return false, nil
+	}
+	s.hbInterval, s.hbTimeout = f.hbInterval, f.hbTimeout
+	return true, nil
+}
+
+// handle processes one ConnectResponse (its wire bytes) received after
+// Identified at now (unix ns), on the goroutine that reads the session.
+// f is scratch space.
+func (s *session) handle(b []byte, now int64, f *frameInfo) {
+	if decodeFrame(b, f) != nil {
+		return
+	}
+	switch f.kind {
+	case kindPush:
+		s.pushes.Add(1)
+		if s.onPush != nil {
+			s.onPush(s, f, now)
+		}
+	case kindGoodbye:
+		s.goodbye = f.goodbye
+	}
+}
+
+// finish records the end of the stream (err: io.EOF for OK, else a status
+// error), tells onEnd and closes done. The reading goroutine calls it
+// once.
+func (s *session) finish(now int64, err error) {
+	s.endAt, s.endErr = now, err
+	if s.onEnd != nil {
+		s.onEnd(s)
+	}
+	close(s.done)
 }
 
 // pushFunc handles one push received by s at now (unix ns). It runs on
@@ -108,8 +185,8 @@ func (s *session) endCode() codes.Code {
 // sessionSpec says how to open a group of sessions.
 type sessionSpec struct {
 	n        int
-	conns    []*grpc.ClientConn // session i uses conns[i%len(conns)]
-	prefix   string             // uid prefix
+	conns    clientConns // session i uses connection i%len
+	prefix   string      // uid prefix
 	onPush   pushFunc
 	onEnd    func(*session)
 	parallel int // streams opened at once
@@ -169,7 +246,6 @@ func openSessions(ctx context.Context, spec sessionSpec, pr *progress) ([]*sessi
 const identifyTimeout = 20 * time.Second
 
 func openSession(ctx context.Context, spec sessionSpec, i int) (*session, error) {
-	cc := spec.conns[i%len(spec.conns)]
 	sctx, cancel := context.WithCancel(ctx)
 	s := &session{
 		idx:    i,
@@ -180,20 +256,27 @@ func openSession(ctx context.Context, spec sessionSpec, i int) (*session, error)
 		resume: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	if len(spec.conns.raw) > 0 {
+		if err := spec.conns.raw[i%len(spec.conns.raw)].open(sctx, s); err != nil {
+			cancel()
+			return nil, err
+		}
+		return s, nil
+	}
+	cc := spec.conns.grpc[i%len(spec.conns.grpc)]
 	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(sctx, grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("Connect: %w", err)
 	}
-	s.stream = stream
+	s.sender = stream
 	// Identify and Identified within a bound; the stream itself lives on.
 	timer := time.AfterFunc(identifyTimeout, cancel)
 	defer timer.Stop()
-	if err := stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Identify{Identify: &presencev1.Identify{Uid: s.uid}}}); err != nil {
+	if err := s.identify(); err != nil {
 		cancel()
-		return nil, fmt.Errorf("Identify %q: %w", s.uid, err)
+		return nil, err
 	}
-	s.lastSent.Store(time.Now().UnixNano())
 	var raw rawFrame
 	var f frameInfo
 	for {
@@ -201,11 +284,12 @@ func openSession(ctx context.Context, spec sessionSpec, i int) (*session, error)
 			cancel()
 			return nil, fmt.Errorf("waiting for Identified %q: %w", s.uid, err)
 		}
-		if err := decodeFrame(raw.b, &f); err != nil {
+		ok, err := s.identified(raw.b, &f)
+		if err != nil {
 			cancel()
-			return nil, fmt.Errorf("session %q: %w", s.uid, err)
+			return nil, err
 		}
-		if f.kind == kindIdentified {
+		if ok {
 			break
 		}
 	}
@@ -213,41 +297,25 @@ func openSession(ctx context.Context, spec sessionSpec, i int) (*session, error)
 		cancel()
 		return nil, fmt.Errorf("session %q: no Identified within %v", s.uid, identifyTimeout)
 	}
-	s.hbInterval, s.hbTimeout = f.hbInterval, f.hbTimeout
-	go s.readLoop(&raw)
+	go s.readLoop(stream, &raw)
 	go s.heartbeat(sctx)
 	return s, nil
 }
 
 // readLoop receives frames until the stream ends.
-func (s *session) readLoop(raw *rawFrame) {
-	defer close(s.done)
+func (s *session) readLoop(stream grpc.ClientStream, raw *rawFrame) {
 	var f frameInfo
 	for {
 		if s.stall.Load() {
 			<-s.resume
 		}
-		err := s.stream.RecvMsg(raw)
+		err := stream.RecvMsg(raw)
 		now := time.Now().UnixNano()
 		if err != nil {
-			s.endAt, s.endErr = now, err
-			if s.onEnd != nil {
-				s.onEnd(s)
-			}
+			s.finish(now, err)
 			return
 		}
-		if decodeFrame(raw.b, &f) != nil {
-			continue
-		}
-		switch f.kind {
-		case kindPush:
-			s.pushes.Add(1)
-			if s.onPush != nil {
-				s.onPush(s, &f, now)
-			}
-		case kindGoodbye:
-			s.goodbye = f.goodbye
-		}
+		s.handle(raw.b, now, &f)
 	}
 }
 
@@ -260,7 +328,6 @@ func (s *session) heartbeat(ctx context.Context) {
 	}
 	t := time.NewTimer(rand.N(iv))
 	defer t.Stop()
-	var seq uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -269,12 +336,8 @@ func (s *session) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !s.silent.Load() {
-			seq++
-			if err := s.stream.Send(&presencev1.ConnectRequest{Frame: &presencev1.ConnectRequest_Ping{Ping: &presencev1.Ping{Seq: seq}}}); err != nil {
-				return
-			}
-			s.lastSent.Store(time.Now().UnixNano())
+		if s.beat() != nil {
+			return
 		}
 		t.Reset(iv)
 	}
@@ -311,6 +374,31 @@ func dialConns(t *target, n, first int, smallWindow bool) ([]*grpc.ClientConn, e
 		conns = append(conns, cc)
 	}
 	return conns, nil
+}
+
+// clientConns carries a group of sessions: grpc-go connections, or the
+// bench's own HTTP/2 connections (--client raw). One of the two is set.
+type clientConns struct {
+	grpc []*grpc.ClientConn
+	raw  []*rawConn
+}
+
+// dialClients makes n connections of the client kind ("grpc" or "raw"),
+// spread over the source addresses from source index first.
+func dialClients(t *target, kind string, n, first int) (clientConns, error) {
+	if kind == clientRaw {
+		return clientConns{raw: dialRawConns(t, n, first)}, nil
+	}
+	cc, err := dialConns(t, n, first, false)
+	return clientConns{grpc: cc}, err
+}
+
+// close closes every connection.
+func (c clientConns) close() {
+	closeConns(c.grpc)
+	for _, rc := range c.raw {
+		rc.close()
+	}
 }
 
 func closeConns(conns []*grpc.ClientConn) {

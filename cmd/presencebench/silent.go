@@ -23,11 +23,11 @@ func runSilent(ctx context.Context, e *env) error {
 	nSilent := max(1, int(float64(n)*cfg.silentFrac+0.5))
 	rep.Variant = fmt.Sprintf("sessions=%d silent=%d conns=%d streams/conn=%d", n, nSilent, nconns, per)
 
-	conns, err := dialConns(e.t, nconns, 1, false)
+	conns, err := dialClients(e.t, cfg.client, nconns, 1)
 	if err != nil {
 		return err
 	}
-	defer closeConns(conns)
+	defer conns.close()
 	sessions, _, err := openSessions(ctx, sessionSpec{n: n, conns: conns, prefix: e.runID, parallel: cfg.dialParallel}, e.pr)
 	defer closeSessions(sessions, 10*time.Second)
 	if err != nil {

@@ -53,7 +53,7 @@ func runSlow(ctx context.Context, e *env) error {
 	}
 	defer closeConns(slowConns)
 	others, _, err := openSessions(ctx, sessionSpec{
-		n: nOthers, conns: conns, prefix: e.runID, parallel: cfg.dialParallel,
+		n: nOthers, conns: clientConns{grpc: conns}, prefix: e.runID, parallel: cfg.dialParallel,
 		onPush: func(s *session, f *frameInfo, now int64) {
 			if f.t > 0 {
 				s.record(sample{idx: f.idx, total: now - f.t, toSrv: f.sentAt - f.t})
@@ -65,7 +65,7 @@ func runSlow(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	stalled, _, err := openSessions(ctx, sessionSpec{n: nSlow, conns: slowConns, prefix: e.runID + "-slow", parallel: cfg.dialParallel}, e.pr)
+	stalled, _, err := openSessions(ctx, sessionSpec{n: nSlow, conns: clientConns{grpc: slowConns}, prefix: e.runID + "-slow", parallel: cfg.dialParallel}, e.pr)
 	defer closeSessions(stalled, 10*time.Second)
 	if err != nil {
 		return err

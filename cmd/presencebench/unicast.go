@@ -32,11 +32,11 @@ func runUnicast(ctx context.Context, e *env) error {
 	rep.Variant = fmt.Sprintf("sessions=%d conns=%d streams/conn=%d rate=%.0f/s", n, nconns, per, rate)
 
 	var received atomic.Int64
-	conns, err := dialConns(e.t, nconns, 1, false)
+	conns, err := dialClients(e.t, cfg.client, nconns, 1)
 	if err != nil {
 		return err
 	}
-	defer closeConns(conns)
+	defer conns.close()
 	var ended atomic.Int64
 	sessions, _, err := openSessions(ctx, sessionSpec{
 		n: n, conns: conns, prefix: e.runID, parallel: cfg.dialParallel,
