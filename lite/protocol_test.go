@@ -1,0 +1,166 @@
+package lite
+
+import (
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+func TestGarbageAfterPreface(t *testing.T) {
+	s := NewServer(Options{})
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	addr := startServer(t, s)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 200 {
+		rc := dialRaw(t, addr)
+		if i%2 == 0 {
+			rc.nc.Write([]byte(http2.ClientPreface))
+		} else {
+			rc.handshake() // garbage after a valid SETTINGS
+		}
+		junk := make([]byte, 1+r.IntN(2000))
+		for j := range junk {
+			junk[j] = byte(r.Uint32())
+		}
+		if i%4 == 1 {
+			// A plausible frame header with random type and flags first.
+			junk = append([]byte{0, 0, byte(r.IntN(20)), byte(r.IntN(12)), byte(r.Uint32()), 0, 0, 0, byte(r.IntN(8))}, junk...)
+		}
+		rc.nc.Write(junk)
+		rc.nc.(*net.TCPConn).CloseWrite() // a frame header may promise more bytes
+		rc.expectClosed(5 * time.Second)
+		rc.nc.Close()
+	}
+	// The server is fine.
+	cc := dial(t, addr)
+	if _, err := healthpb.NewHealthClient(cc).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWrongPreface(t *testing.T) {
+	addr := startServer(t, NewServer(Options{}))
+	rc := dialRaw(t, addr)
+	rc.nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if g := rc.expectClosed(5 * time.Second); g != nil {
+		t.Fatalf("GOAWAY on a wrong preface: %+v", g)
+	}
+}
+
+func TestHeadersOnEvenStream(t *testing.T) {
+	addr, _, _ := echoServer(t, Options{})
+	rc := dialRaw(t, addr)
+	rc.handshake()
+	rc.headers(2, requestBlock(chatMethod), false)
+	g := rc.expectClosed(5 * time.Second)
+	if g == nil || g.code != http2.ErrCodeProtocol {
+		t.Fatalf("GOAWAY = %+v, want PROTOCOL_ERROR", g)
+	}
+}
+
+func TestDataOnClosedAndIdleStreams(t *testing.T) {
+	addr, _, _ := echoServer(t, Options{})
+	rc := dialRaw(t, addr)
+	rc.handshake()
+	// An unknown method ends at once: trailers-only Unimplemented.
+	rc.headers(1, requestBlock("/no.Such/Method"), true)
+	f := rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameHeaders })
+	if f.fields["grpc-status"] != "12" || !f.flags.Has(http2.FlagHeadersEndStream) {
+		t.Fatalf("response = %+v", f)
+	}
+	// DATA on the now closed stream: RST_STREAM STREAM_CLOSED, and the
+	// connection carries on.
+	rc.fr.WriteData(1, false, []byte{0, 0, 0, 0, 0})
+	f = rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameRSTStream })
+	if f.streamID != 1 || f.code != http2.ErrCodeStreamClosed {
+		t.Fatalf("RST = %+v, want stream 1 STREAM_CLOSED", f)
+	}
+	rc.alive()
+	// DATA on a stream never opened is a connection error.
+	rc.fr.WriteData(7, false, []byte{0, 0, 0, 0, 0})
+	g := rc.expectClosed(5 * time.Second)
+	if g == nil || g.code != http2.ErrCodeProtocol || g.lastID != 1 {
+		t.Fatalf("GOAWAY = %+v, want PROTOCOL_ERROR last stream 1", g)
+	}
+}
+
+func TestRefusedStreamAndBadRequests(t *testing.T) {
+	addr, _, _ := echoServer(t, Options{MaxConcurrentStreams: 1})
+	rc := dialRaw(t, addr)
+	rc.handshake()
+	rc.headers(1, requestBlock(chatMethod), false)
+	rc.headers(3, requestBlock(chatMethod), false)
+	f := rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameRSTStream })
+	if f.streamID != 3 || f.code != http2.ErrCodeRefusedStream {
+		t.Fatalf("RST = %+v, want stream 3 REFUSED_STREAM", f)
+	}
+	// Not gRPC: 415.
+	rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	rc.headers(5, requestBlock(chatMethod, "content-type", "text/plain"), true)
+	f = rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameHeaders && f.streamID == 5 })
+	if f.fields[":status"] != "415" {
+		t.Fatalf("non-gRPC content-type: %+v", f)
+	}
+	// Compressed request: Unimplemented.
+	rc.headers(7, requestBlock(chatMethod, "grpc-encoding", "gzip"), true)
+	f = rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameHeaders && f.streamID == 7 })
+	if f.fields["grpc-status"] != "12" {
+		t.Fatalf("grpc-encoding gzip: %+v", f)
+	}
+	// Compressed flag without grpc-encoding: Internal.
+	rc.headers(9, requestBlock(chatMethod), false)
+	rc.fr.WriteData(9, false, []byte{1, 0, 0, 0, 1, 'x'})
+	f = rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameHeaders && f.streamID == 9 && f.flags.Has(http2.FlagHeadersEndStream) })
+	if f.fields["grpc-status"] != "13" {
+		t.Fatalf("compressed flag: %+v", f)
+	}
+	// Uppercase header name: malformed, RST_STREAM PROTOCOL_ERROR.
+	rc.headers(11, requestBlock(chatMethod, "X-Upper", "1"), true)
+	f = rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameRSTStream && f.streamID == 11 })
+	if f.code != http2.ErrCodeProtocol {
+		t.Fatalf("uppercase header: %+v", f)
+	}
+	rc.alive()
+	// HPACK garbage: COMPRESSION_ERROR.
+	rc.headers(15, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, true)
+	g := rc.expectClosed(5 * time.Second)
+	if g == nil || g.code != http2.ErrCodeCompression {
+		t.Fatalf("GOAWAY = %+v, want COMPRESSION_ERROR", g)
+	}
+}
+
+// A RegisterService stream whose handler does not read holds back flow
+// control credit; a client that keeps sending anyway violates the stream
+// window and gets RST_STREAM FLOW_CONTROL_ERROR, and the connection lives on.
+func TestStreamWindowViolation(t *testing.T) {
+	s := NewServer(Options{})
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "lite.test.Sink",
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{{StreamName: "Hold", ClientStreams: true, Handler: func(_ any, ss grpc.ServerStream) error {
+			<-ss.Context().Done()
+			return ss.Context().Err()
+		}}},
+	}, struct{}{})
+	rc := dialRaw(t, startServer(t, s))
+	rc.handshake()
+	rc.headers(1, requestBlock("/lite.test.Sink/Hold"), false)
+	msg := make([]byte, 16384)
+	msg[3], msg[4] = 0x3f, 0xfb // one 16379-byte message per frame
+	for range 12 {
+		if err := rc.fr.WriteData(1, false, msg); err != nil {
+			break
+		}
+	}
+	f := rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameRSTStream })
+	if f.streamID != 1 || f.code != http2.ErrCodeFlowControl {
+		t.Fatalf("RST = %+v, want stream 1 FLOW_CONTROL_ERROR", f)
+	}
+	rc.alive()
+}
