@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -376,5 +375,3 @@ func TestEventsMaxConcurrentStreams(t *testing.T) {
 		t.Fatalf("%d streams were active at once", maxActive)
 	}
 }
-
-var _ = errors.Is

@@ -3,7 +3,6 @@ package lite
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -176,5 +175,3 @@ func waitErr(t testing.TB, ch <-chan error, d time.Duration) error {
 		return nil
 	}
 }
-
-var _ = io.EOF

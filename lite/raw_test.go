@@ -3,7 +3,6 @@ package lite
 import (
 	"bytes"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"testing"
@@ -164,5 +163,3 @@ func (rc *rawClient) headers(sid uint32, block []byte, endStream bool) {
 		rc.t.Fatal(err)
 	}
 }
-
-var _ = io.EOF
