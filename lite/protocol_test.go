@@ -164,3 +164,39 @@ func TestStreamWindowViolation(t *testing.T) {
 	}
 	rc.alive()
 }
+
+// Random but well-framed frames (right lengths, random types, flags,
+// stream ids and payloads) after a valid handshake: whatever the server
+// does, it must not panic or leak, and the connection must end cleanly once
+// the client stops.
+func TestRandomFrames(t *testing.T) {
+	addr, _, _ := echoServer(t, Options{})
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 300 {
+		rc := dialRaw(t, addr)
+		rc.handshake()
+		var buf []byte
+		if r.IntN(2) == 0 {
+			// Start a real stream so that stream-level paths run too.
+			blk := requestBlock(chatMethod)
+			buf = append(buf, byte(len(blk)>>16), byte(len(blk)>>8), byte(len(blk)), 1, 4, 0, 0, 0, 1)
+			buf = append(buf, blk...)
+		}
+		for range 1 + r.IntN(20) {
+			n := r.IntN(64)
+			if r.IntN(8) == 0 {
+				n = r.IntN(20000)
+			}
+			typ := byte(r.IntN(11))
+			sid := uint32(r.IntN(8))
+			buf = append(buf, byte(n>>16), byte(n>>8), byte(n), typ, byte(r.Uint32()), byte(sid>>24), byte(sid>>16), byte(sid>>8), byte(sid))
+			for range n {
+				buf = append(buf, byte(r.Uint32()))
+			}
+		}
+		rc.nc.Write(buf)
+		rc.nc.(*net.TCPConn).CloseWrite()
+		rc.expectClosed(5 * time.Second)
+		rc.nc.Close()
+	}
+}
