@@ -176,6 +176,19 @@ func TestEventsFinishStatus(t *testing.T) {
 			t.Fatalf("got %v, want ResourceExhausted %q", err, msg)
 		}
 	}
+	// A status with details reaches the client with them.
+	s2 := NewServer(Options{})
+	s2.HandleEvents(chatMethod, func(st *Stream) Events {
+		sd, _ := status.New(codes.Aborted, "with details").WithDetails(wrapperspb.String("detail"))
+		st.Finish(sd.Err())
+		return nil
+	})
+	cc2 := dial(t, startServer(t, s2))
+	err := newChat(t, ctx, cc2).RecvMsg(new(wrapperspb.StringValue))
+	sd := status.Convert(err)
+	if sd.Code() != codes.Aborted || len(sd.Details()) != 1 || sd.Details()[0].(*wrapperspb.StringValue).GetValue() != "detail" {
+		t.Fatalf("got %v with details %v", err, sd.Details())
+	}
 	select {
 	case err := <-closed:
 		t.Fatalf("Closed(%v) called after Finish", err)

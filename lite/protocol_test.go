@@ -200,3 +200,51 @@ func TestRandomFrames(t *testing.T) {
 		rc.nc.Close()
 	}
 }
+
+// After the client's GOAWAY the server refuses new streams, lets open ones
+// finish, and closes the connection when the last one ends.
+func TestClientGoAway(t *testing.T) {
+	s := NewServer(Options{})
+	streams := make(chan *Stream, 4)
+	s.HandleEvents(chatMethod, func(st *Stream) Events {
+		streams <- st
+		return funcEvents{}
+	})
+	rc := dialRaw(t, startServer(t, s))
+	rc.handshake()
+	rc.headers(1, requestBlock(chatMethod), false)
+	st := <-streams
+	rc.fr.WriteGoAway(1, http2.ErrCodeNo, nil)
+	rc.headers(3, requestBlock(chatMethod), false)
+	f := rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameRSTStream })
+	if f.streamID != 3 || f.code != http2.ErrCodeRefusedStream {
+		t.Fatalf("RST = %+v, want stream 3 REFUSED_STREAM", f)
+	}
+	if err := st.Send([]byte("still open")); err != nil {
+		t.Fatal(err)
+	}
+	rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameData && f.streamID == 1 })
+	st.Finish(nil)
+	rc.expectClosed(5 * time.Second)
+}
+
+func TestHeaderListTooLarge(t *testing.T) {
+	addr, _, _ := echoServer(t, Options{MaxHeaderListSize: 1024})
+	rc := dialRaw(t, addr)
+	rc.handshake()
+	big := make([]byte, 900)
+	for i := range big {
+		big[i] = 'a'
+	}
+	rc.headers(1, requestBlock(chatMethod, "x-a", string(big), "x-b", string(big)), true)
+	f := rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameRSTStream })
+	if f.streamID != 1 || f.code != http2.ErrCodeFrameSize {
+		t.Fatalf("RST = %+v, want stream 1 FRAME_SIZE_ERROR", f)
+	}
+	rc.alive() // HPACK state stayed in sync
+	rc.headers(3, requestBlock("/no.Such/M"), true)
+	f = rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameHeaders })
+	if f.streamID != 3 || f.fields["grpc-status"] != "12" {
+		t.Fatalf("next stream: %+v", f)
+	}
+}

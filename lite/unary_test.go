@@ -2,7 +2,10 @@ package lite
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -260,5 +263,40 @@ func TestReflectionBidi(t *testing.T) {
 	rs.CloseSend()
 	if _, err := rs.Recv(); err == nil || err.Error() != "EOF" {
 		t.Fatalf("after CloseSend: %v", err)
+	}
+}
+
+// A RegisterService bidi stream (grpc.ServerStream path) carrying more than
+// a window's worth of messages in both directions, read slowly.
+func TestGoroutineStreamFlowControl(t *testing.T) {
+	s := NewServer(Options{})
+	s.RegisterService(&echoDesc, struct{}{})
+	cc := dial(t, startServer(t, s), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs := newChat(t, ctx, cc)
+	const n = 300
+	big := strings.Repeat("q", 60<<10)
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := cs.SendMsg(wrapperspb.String(fmt.Sprint(i, big))); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- cs.CloseSend()
+	}()
+	time.Sleep(200 * time.Millisecond) // let the server's queue and windows fill up
+	for i := range n {
+		if got := recvString(t, cs); got != fmt.Sprint(i, big) {
+			t.Fatalf("message %d wrong (len %d)", i, len(got))
+		}
+	}
+	if err := cs.RecvMsg(new(wrapperspb.StringValue)); err != io.EOF {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
