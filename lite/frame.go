@@ -100,12 +100,16 @@ func (c *conn) fill(n int) error {
 // releaseReadBuf returns the pooled read buffer once everything read has been
 // handled, so that an idle connection keeps only its inline buffer.
 func (c *conn) releaseReadBuf() {
-	if c.r != c.w || c.rpooled == nil {
+	if c.r != c.w {
 		return
 	}
-	readBufPool.Put(c.rpooled)
-	c.rpooled = nil
-	c.rbuf, c.r, c.w = c.inline[:], 0, 0
+	if c.rpooled != nil {
+		readBufPool.Put(c.rpooled)
+		c.rpooled = nil
+		c.rbuf = c.inline[:]
+	}
+	// rfull too: or the next (maybe idle) Read would borrow a pooled buffer.
+	c.r, c.w, c.rfull = 0, 0, false
 }
 
 // readFrame reads the next frame. The payload aliases the read buffer and is
