@@ -57,6 +57,7 @@ type conn struct {
 	draining     bool   // we sent GOAWAY (GracefulStop)
 	goawayID     uint32 // last stream id in our GOAWAY
 	peerGoaway   bool
+	handlers     int // RegisterService handler goroutines running
 
 	// wmu serializes writes; the fields below are guarded by it.
 	wmu       sync.Mutex

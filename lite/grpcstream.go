@@ -122,9 +122,30 @@ func unmarshal(b []byte, m any) error {
 	return fmt.Errorf("lite: %T is not a protobuf message", m)
 }
 
+// waitHandlerSlot blocks the connection's reader while MaxConcurrentStreams
+// handler goroutines are running, like grpc-go: a client that opens and
+// resets streams at once (rapid reset) cannot pile up handler goroutines
+// whose streams are already gone from the stream limit's count.
+func (c *conn) waitHandlerSlot() {
+	c.mu.Lock()
+	for c.handlers >= int(c.srv.opts.MaxConcurrentStreams) {
+		c.cond.Wait()
+	}
+	c.handlers++
+	c.mu.Unlock()
+}
+
+func (c *conn) handlerDone() {
+	c.mu.Lock()
+	c.handlers--
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.srv.handlerWG.Done()
+}
+
 // runUnary serves one unary call on its own goroutine.
 func (c *conn) runUnary(st *Stream, h *methodHandler) {
-	defer c.srv.handlerWG.Done()
+	defer c.handlerDone()
 	dec := func(m any) error {
 		b, err := st.g.recv(st)
 		if err == io.EOF {
@@ -157,7 +178,7 @@ func (c *conn) runUnary(st *Stream, h *methodHandler) {
 
 // runStream serves one streaming call on its own goroutine.
 func (c *conn) runStream(st *Stream, h *methodHandler) {
-	defer c.srv.handlerWG.Done()
+	defer c.handlerDone()
 	ss := &serverStream{st: st}
 	info := &grpc.StreamServerInfo{
 		FullMethod:     st.method,

@@ -3,6 +3,7 @@ package lite
 import (
 	"math/rand/v2"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,4 +248,38 @@ func TestHeaderListTooLarge(t *testing.T) {
 	if f.streamID != 3 || f.fields["grpc-status"] != "12" {
 		t.Fatalf("next stream: %+v", f)
 	}
+}
+
+// Rapid reset: a client opening and resetting RegisterService streams as
+// fast as it can never has more than MaxConcurrentStreams handlers running.
+func TestRapidReset(t *testing.T) {
+	var running, peak atomic.Int32
+	release := make(chan struct{})
+	s := NewServer(Options{MaxConcurrentStreams: 4})
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "lite.test.Slow",
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{{StreamName: "Hold", ClientStreams: true, Handler: func(_ any, ss grpc.ServerStream) error {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			<-release // ignores its context for a while
+			return nil
+		}}},
+	}, struct{}{})
+	rc := dialRaw(t, startServer(t, s))
+	rc.handshake()
+	blk := requestBlock("/lite.test.Slow/Hold")
+	for i := range 50 {
+		sid := uint32(2*i + 1)
+		rc.headers(sid, blk, false)
+		rc.fr.WriteRSTStream(sid, http2.ErrCodeCancel)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if p := peak.Load(); p > 4 {
+		t.Fatalf("%d handlers ran at once, want at most 4", p)
+	}
+	close(release)
+	rc.alive()
 }

@@ -343,12 +343,14 @@ func (c *conn) startStream(hs *headerState) error {
 			st.finish(status.New(codes.Internal, "lite: the event handler returned no Events"))
 			return nil
 		}
-	case kindUnary:
+	case kindUnary, kindStream:
+		c.waitHandlerSlot()
 		c.srv.handlerWG.Add(1)
-		go c.runUnary(st, h)
-	case kindStream:
-		c.srv.handlerWG.Add(1)
-		go c.runStream(st, h)
+		if h.kind == kindUnary {
+			go c.runUnary(st, h)
+		} else {
+			go c.runStream(st, h)
+		}
 	}
 	if hs.endStream {
 		c.halfClose(st)
