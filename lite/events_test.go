@@ -388,3 +388,39 @@ func TestEventsMaxConcurrentStreams(t *testing.T) {
 		t.Fatalf("%d streams were active at once", maxActive)
 	}
 }
+
+// Response headers larger than a frame go out as HEADERS + CONTINUATION.
+func TestEventsLargeResponseHeader(t *testing.T) {
+	big := strings.Repeat("h", 40<<10)
+	s := NewServer(Options{})
+	s.HandleEvents(chatMethod, func(st *Stream) Events {
+		if err := st.SetHeader(metadata.Pairs("big", big)); err != nil {
+			t.Error(err)
+		}
+		return funcEvents{
+			msg: func(b []byte) {
+				st.Send(b)
+				if err := st.SetHeader(metadata.Pairs("late", "x")); err == nil {
+					t.Error("SetHeader after Send succeeded")
+				}
+			},
+			closed: func(error) { st.Finish(nil) },
+		}
+	})
+	cc := dial(t, startServer(t, s))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs := newChat(t, ctx, cc)
+	sendString(t, cs, "x")
+	if got := recvString(t, cs); got != "x" {
+		t.Fatal(got)
+	}
+	h, err := cs.Header()
+	if err != nil || firstOf(h["big"]) != big {
+		t.Fatalf("header of %d bytes, err %v", len(firstOf(h["big"])), err)
+	}
+	cs.CloseSend()
+	if err := cs.RecvMsg(new(wrapperspb.StringValue)); err != io.EOF {
+		t.Fatal(err)
+	}
+}

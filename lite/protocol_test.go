@@ -283,3 +283,23 @@ func TestRapidReset(t *testing.T) {
 	close(release)
 	rc.alive()
 }
+
+func TestContinuation(t *testing.T) {
+	addr, _, _ := echoServer(t, Options{})
+	rc := dialRaw(t, addr)
+	rc.handshake()
+	blk := requestBlock("/no.Such/M")
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk[:5], EndStream: true})
+	rc.fr.WriteContinuation(1, false, blk[5:9])
+	rc.fr.WriteContinuation(1, true, blk[9:])
+	f := rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameHeaders })
+	if f.streamID != 1 || f.fields["grpc-status"] != "12" {
+		t.Fatalf("response = %+v", f)
+	}
+	// Another frame in the middle of a header block is a connection error.
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: blk[:5], EndStream: true})
+	rc.fr.WritePing(false, [8]byte{})
+	if g := rc.expectClosed(5 * time.Second); g == nil || g.code != http2.ErrCodeProtocol {
+		t.Fatalf("GOAWAY = %+v, want PROTOCOL_ERROR", g)
+	}
+}
