@@ -37,6 +37,7 @@ type conn struct {
 	hs            *headerState // header block being decoded, nil between blocks
 	contStream    uint32       // stream whose CONTINUATION we expect, or 0
 	sawSettings   bool
+	awake         bool // handshake done: read deadlines are wake-ups (see wake)
 	recvConnAvail int64 // what the client may still send on the connection
 	connUnacked   int64 // received but not yet returned with WINDOW_UPDATE
 	pingStrikes   int
@@ -117,6 +118,7 @@ func (c *conn) serve() {
 	}
 	c.r += len(http2.ClientPreface)
 	c.nc.SetReadDeadline(time.Time{})
+	c.awake = true
 	c.peer = c.makePeer()
 	if err := c.writeSettings(); err != nil {
 		return
@@ -163,7 +165,7 @@ func (c *conn) fail(err error) {
 		putWriteBuf(bp)
 		return
 	}
-	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && err != errDrained {
 		c.debug("lite: connection read error", "err", err)
 	}
 }
@@ -457,7 +459,7 @@ func (c *conn) abortStream(st *Stream, err error) {
 		st.notifyClosed(err)
 	}
 	if closeConn {
-		c.nc.Close()
+		c.wake()
 	}
 }
 
@@ -855,7 +857,30 @@ func (c *conn) drain() {
 		putWriteBuf(bp)
 	}
 	c.wmu.Unlock()
-	if empty || !hs {
+	switch {
+	case !hs:
 		c.nc.Close()
+	case empty:
+		c.wake()
 	}
+}
+
+// aLongTimeAgo is a read deadline that makes Read return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// errDrained ends the reader of a connection that finished draining.
+var errDrained = errors.New("lite: connection drained")
+
+// wake makes the reader's pending (or next) Read return at once so that it
+// checks whether a draining connection can now close. Only the reader
+// closes a drained connection: it alone knows whether a header block (of a
+// stream the client sent before our GOAWAY) is half-read.
+func (c *conn) wake() { c.nc.SetReadDeadline(aLongTimeAgo) }
+
+// drained is drainedLocked for the reader, which also checks that no header
+// block is in progress.
+func (c *conn) drained() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.contStream == 0 && c.drainedLocked()
 }

@@ -2,7 +2,9 @@ package lite
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -88,6 +90,15 @@ func (c *conn) fill(n int) error {
 		}
 		c.rfull = c.w == len(c.rbuf)
 		if err != nil {
+			if c.awake && errors.Is(err, os.ErrDeadlineExceeded) {
+				// A wake-up (see conn.wake): clear the deadline first, so a
+				// wake-up racing with this check is not lost.
+				c.nc.SetReadDeadline(time.Time{})
+				if c.drained() {
+					return errDrained
+				}
+				continue
+			}
 			if c.w-c.r >= n {
 				return nil
 			}

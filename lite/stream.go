@@ -230,7 +230,7 @@ func (st *Stream) finish(s *status.Status) {
 	c.mu.Unlock()
 	st.cancel()
 	if closeConn {
-		c.nc.Close()
+		c.wake()
 	}
 }
 
