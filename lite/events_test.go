@@ -56,7 +56,14 @@ func TestEventsManyInOrder(t *testing.T) {
 }
 
 func TestEventsLargeMessage(t *testing.T) {
-	addr, _, _ := echoServer(t, Options{})
+	t.Run("default windows", func(t *testing.T) { testLargeMessage(t, Options{}) })
+	t.Run("large windows", func(t *testing.T) {
+		testLargeMessage(t, Options{InitialWindowSize: 1 << 20, InitialConnWindowSize: 4 << 20})
+	})
+}
+
+func testLargeMessage(t *testing.T, o Options) {
+	addr, _, _ := echoServer(t, o)
 	cc := dial(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
