@@ -303,3 +303,59 @@ func TestContinuation(t *testing.T) {
 		t.Fatalf("GOAWAY = %+v, want PROTOCOL_ERROR", g)
 	}
 }
+
+// The client's SETTINGS_INITIAL_WINDOW_SIZE bounds what the server sends
+// on a stream; a WINDOW_UPDATE, or a SETTINGS raising the initial window
+// (applied to open streams), lets the rest through.
+func TestPeerWindowSettings(t *testing.T) {
+	addr, _, _ := echoServer(t, Options{})
+	rc := dialRaw(t, addr)
+	if _, err := rc.nc.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100})
+	rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameSettings && !f.flags.Has(http2.FlagSettingsAck) })
+	rc.fr.WriteSettingsAck()
+	rc.headers(1, requestBlock(chatMethod), false)
+	payload := make([]byte, 1000) // a BytesValue-like blob; the echo does not parse it
+	msg := append([]byte{0, 0, 0, 0x03, 0xe8}, payload...)
+	rc.fr.WriteData(1, false, msg)
+
+	got := 0
+	readData := func(want int) {
+		t.Helper()
+		for got < want {
+			f, err := rc.fr.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, ok := f.(*http2.DataFrame); ok {
+				got += len(d.Data())
+			}
+		}
+	}
+	rc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	readData(100)
+	// Nothing more until the window grows.
+	rc.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			break
+		}
+		if _, ok := f.(*http2.DataFrame); ok {
+			t.Fatalf("DATA beyond the stream window (had %d bytes)", got)
+		}
+	}
+	if got != 100 {
+		t.Fatalf("got %d bytes, want exactly the 100-byte window", got)
+	}
+	rc.fr.WriteWindowUpdate(1, 400)
+	rc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	readData(500)
+	rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 2000})
+	readData(1005)
+	if got != 1005 {
+		t.Fatalf("got %d bytes, want 1005", got)
+	}
+}
