@@ -1,0 +1,92 @@
+package lite
+
+import (
+	"encoding/binary"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Flow control.
+//
+// Receive side: the connection window is replenished as soon as DATA is read
+// (conn.onData); a stream's window as soon as its bytes are handed on — to
+// Events.Msg, or to the RecvMsg queue of a goroutine-backed stream unless
+// that queue already holds more than a window's worth, in which case the
+// credit is held until RecvMsg catches up (grpcState.held). WINDOW_UPDATEs go
+// out once the unacknowledged amount passes a quarter of the window, like
+// grpc-go.
+//
+// Send side: Send reserves window under c.mu, waiting on c.cond (signalled by
+// WINDOW_UPDATE, SETTINGS, stream end and connection close) without holding
+// the write mutex, then writes under c.wmu.
+
+// sendMsg sends msg as one gRPC message in DATA frames, response HEADERS
+// first if not yet sent.
+func (st *Stream) sendMsg(msg []byte) error {
+	c := st.c
+	var prefix [5]byte
+	binary.BigEndian.PutUint32(prefix[1:], uint32(len(msg)))
+	total := int64(5 + len(msg))
+	for off := int64(0); off < total; {
+		c.mu.Lock()
+		for !st.ended && !c.closed && (st.sendWindow <= 0 || c.sendWindow <= 0) {
+			c.cond.Wait()
+		}
+		if st.ended || c.closed {
+			err := st.endErr
+			c.mu.Unlock()
+			if err == nil {
+				err = errConnClosed
+			}
+			return err
+		}
+		n := min(total-off, st.sendWindow, c.sendWindow, maxWriteBatch)
+		st.sendWindow -= n
+		c.sendWindow -= n
+		maxFrame := c.peerMaxFrame
+		c.mu.Unlock()
+
+		bp := getWriteBuf()
+		c.wmu.Lock()
+		if st.endSent {
+			c.wmu.Unlock()
+			putWriteBuf(bp)
+			return errFinished
+		}
+		b := *bp
+		if !st.hdrSent {
+			b = st.appendHeadersLocked(b, maxFrame)
+		}
+		b = appendData(b, st.id, prefix[:], msg, int(off), int(n), maxFrame)
+		c.resetPingStrikes.Store(true)
+		err := c.writeLocked(b)
+		c.wmu.Unlock()
+		*bp = b
+		putWriteBuf(bp)
+		if err != nil {
+			return errConnClosed
+		}
+		off += n
+	}
+	return nil
+}
+
+var errConnClosed = status.Error(codes.Unavailable, "lite: connection closed")
+
+// setPeerInitialWindow applies the client's SETTINGS_INITIAL_WINDOW_SIZE to
+// every open stream's send window (RFC 9113 §6.9.2).
+func (c *conn) setPeerInitialWindow(v int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delta := v - c.peerInitWin
+	c.peerInitWin = v
+	for _, st := range c.streams {
+		st.sendWindow += delta
+		if st.sendWindow > 1<<31-1 {
+			return connError{0x3, "stream send window overflow"}
+		}
+	}
+	c.cond.Broadcast()
+	return nil
+}
