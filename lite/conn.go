@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,7 @@ type conn struct {
 	hs            *headerState // header block being decoded, nil between blocks
 	contStream    uint32       // stream whose CONTINUATION we expect, or 0
 	sawSettings   bool
-	awake         bool // handshake done: read deadlines are wake-ups (see wake)
+	awake         bool  // handshake done: read deadlines are wake-ups (see wake)
 	recvConnAvail int64 // what the client may still send on the connection
 	connUnacked   int64 // received but not yet returned with WINDOW_UPDATE
 	pingStrikes   int
@@ -66,6 +67,11 @@ type conn struct {
 	hw        appendWriter
 	werr      error
 	handshook bool // our SETTINGS were written
+	// Coalesced writes (see writeLocked): frames queued and not yet
+	// written, and whether a goroutine is writing them.
+	pending  *[]byte   // a pooled buffer, nil when nothing waits
+	flushing bool      // a goroutine is in the flush loop
+	flushed  sync.Cond // on wmu: the flush loop wrote a batch or ended
 
 	inline [idleReadBufSize]byte
 }
@@ -88,6 +94,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		peerMaxFrame: maxFrameSize,
 	}
 	c.cond.L = &c.mu
+	c.flushed.L = &c.wmu
 	c.rbuf = c.inline[:]
 	c.recvConnAvail = int64(s.opts.InitialConnWindowSize)
 	c.lastRead.Store(time.Now().UnixNano())
@@ -179,6 +186,7 @@ func (c *conn) teardown() {
 	c.streams = nil
 	c.cond.Broadcast()
 	c.mu.Unlock()
+	c.waitFlushed()
 	c.nc.Close()
 	if len(streams) > 0 {
 		err := status.Error(codes.Unavailable, "lite: connection closed")
@@ -758,8 +766,7 @@ func (c *conn) onWindowUpdate(h frameHeader, p []byte) error {
 	return nil
 }
 
-// writeFrames writes b with the write deadline; a failed write closes the
-// connection.
+// writeFrames writes b (see writeLocked).
 func (c *conn) writeFrames(b []byte) error {
 	c.wmu.Lock()
 	err := c.writeLocked(b)
@@ -767,17 +774,79 @@ func (c *conn) writeFrames(b []byte) error {
 	return err
 }
 
-func (c *conn) writeLocked(b []byte) error {
+// maxPending bounds the frames queued on a connection while a write is
+// under way: past it, writers wait, so a client that stops reading holds
+// up its senders (and their sessions' queues fill) instead of this buffer
+// growing.
+const maxPending = 256 << 10
+
+// writeLocked queues b, a copy of it, to be written after the frames
+// already queued, and writes the queue unless another goroutine is doing
+// so (that one then writes b too). wmu must be held; writeLocked may
+// release and retake it. A failed write closes the connection. See
+// writeBatchLocked for the yielding variant that senders use.
+func (c *conn) writeLocked(b []byte) error { return c.queueLocked(b, false) }
+
+// writeBatchLocked is writeLocked for DATA from streams' senders: when it
+// has to write, it first yields the processor once, so that the other
+// streams of the connection with frames ready (a broadcast wakes a writer
+// for each) add theirs and one write carries them all. With one stream
+// per connection it costs a trip through the scheduler and no latency
+// when nothing else is runnable.
+func (c *conn) writeBatchLocked(b []byte) error { return c.queueLocked(b, true) }
+
+func (c *conn) queueLocked(b []byte, yield bool) error {
+	for c.werr == nil && c.pending != nil && len(*c.pending) >= maxPending {
+		c.flushed.Wait()
+	}
 	if c.werr != nil {
 		return c.werr
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.WriteTimeout))
-	if _, err := c.nc.Write(b); err != nil {
-		c.werr = err
-		c.nc.Close()
-		return err
+	if c.pending == nil {
+		c.pending = getWriteBuf()
 	}
-	return nil
+	*c.pending = append(*c.pending, b...)
+	if c.flushing {
+		return nil
+	}
+	c.flushing = true
+	if yield {
+		c.wmu.Unlock()
+		runtime.Gosched()
+		c.wmu.Lock()
+	}
+	for c.pending != nil && c.werr == nil {
+		bp := c.pending
+		c.pending = nil
+		c.wmu.Unlock()
+		c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.WriteTimeout))
+		_, err := c.nc.Write(*bp)
+		putWriteBuf(bp)
+		c.wmu.Lock()
+		if err != nil && c.werr == nil {
+			c.werr = err
+			c.nc.Close()
+		}
+		c.flushed.Broadcast()
+	}
+	if c.pending != nil { // the write failed: drop what waits
+		putWriteBuf(c.pending)
+		c.pending = nil
+	}
+	c.flushing = false
+	c.flushed.Broadcast()
+	return c.werr
+}
+
+// waitFlushed waits until queued frames are written (or the write
+// failed), so that closing the connection does not cut off a GOAWAY or a
+// stream's trailers.
+func (c *conn) waitFlushed() {
+	c.wmu.Lock()
+	for c.flushing {
+		c.flushed.Wait()
+	}
+	c.wmu.Unlock()
 }
 
 // writeControl writes, in one write, a connection WINDOW_UPDATE (connInc),

@@ -19,7 +19,9 @@ import (
 //
 // Send side: Send reserves window under c.mu, waiting on c.cond (signalled by
 // WINDOW_UPDATE, SETTINGS, stream end and connection close) without holding
-// the write mutex, then writes under c.wmu.
+// the write mutex, then queues its frames under c.wmu; one goroutine at a
+// time writes what is queued (conn.writeLocked), so the messages of many
+// streams of a connection go out in one write.
 
 // sendMsg sends msg as one gRPC message in DATA frames, response HEADERS
 // first if not yet sent.
@@ -60,7 +62,7 @@ func (st *Stream) sendMsg(msg []byte) error {
 		}
 		b = appendData(b, st.id, prefix[:], msg, int(off), int(n), maxFrame)
 		c.resetPingStrikes.Store(true)
-		err := c.writeLocked(b)
+		err := c.writeBatchLocked(b)
 		c.wmu.Unlock()
 		*bp = b
 		putWriteBuf(bp)
