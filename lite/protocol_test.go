@@ -117,7 +117,9 @@ func TestRefusedStreamAndBadRequests(t *testing.T) {
 	// Compressed flag without grpc-encoding: Internal.
 	rc.headers(9, requestBlock(chatMethod), false)
 	rc.fr.WriteData(9, false, []byte{1, 0, 0, 0, 1, 'x'})
-	f = rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameHeaders && f.streamID == 9 && f.flags.Has(http2.FlagHeadersEndStream) })
+	f = rc.readUntil(5*time.Second, func(f rawFrame) bool {
+		return f.typ == http2.FrameHeaders && f.streamID == 9 && f.flags.Has(http2.FlagHeadersEndStream)
+	})
 	if f.fields["grpc-status"] != "13" {
 		t.Fatalf("compressed flag: %+v", f)
 	}

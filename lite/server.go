@@ -149,8 +149,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	serving   bool
-	draining  bool // GracefulStop called
-	stopped   bool // Stop or GracefulStop called
+	draining  bool          // GracefulStop called
+	stopped   bool          // Stop or GracefulStop called
 	quit      chan struct{} // closed by Stop/GracefulStop
 	sweeping  bool
 	sweepStop chan struct{} // closed once every connection is gone
