@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,11 +48,16 @@ func fastServer() server.Options {
 // fastBackoff keeps retries quick.
 var fastBackoff = Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}
 
+// testTransport is the transport startDaemon's daemons serve gRPC with:
+// PRESENCE_TEST_TRANSPORT ("grpc" or "lite"; empty: the default). CI runs
+// this package once with each.
+var testTransport = os.Getenv("PRESENCE_TEST_TRANSPORT")
+
 // startDaemon starts a real presence daemon on addr (gRPC only); cleanup
 // shuts it down (Shutdown is idempotent, so a test may do it first).
 func startDaemon(t *testing.T, addr string, opts server.Options) *daemon.Daemon {
 	t.Helper()
-	d, err := daemon.Start(daemon.Config{GRPCAddr: addr, HTTPAddr: "off", Server: opts, Logger: quiet})
+	d, err := daemon.Start(daemon.Config{GRPCAddr: addr, HTTPAddr: "off", Transport: testTransport, Server: opts, Logger: quiet})
 	if err != nil {
 		t.Fatalf("daemon.Start(%s): %v", addr, err)
 	}

@@ -44,7 +44,7 @@ func TestBadInput(t *testing.T) {
 	v, _ := auth.NewJWTVerifier(auth.JWTConfig{HMACSecret: testSecret, Leeway: time.Millisecond})
 	keys, _ := auth.NewAPIKeys(testKey)
 	d, err := Start(Config{
-		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Transport: testTransport,
 		Server: server.Options{
 			Tokens: v, IdentifyTimeout: 300 * time.Millisecond, MaxPayloadBytes: 1024,
 			MaxSessionsPerUid: 1, SessionsPerUidPolicy: server.RefuseNewest, MaxFrameRate: 50, FrameBurst: 10,

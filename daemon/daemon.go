@@ -111,6 +111,16 @@ type Config struct {
 	InitialWindowSize     int32
 	InitialConnWindowSize int32
 
+	// Transport is the server behind GRPCAddr: TransportGRPC (grpc-go,
+	// the default) or TransportLite (package lite: one goroutine per
+	// connection and none per Connect stream, for the smallest idle
+	// session; BENCHMARKS.md, "idle"). The lite transport serves every
+	// service the same (health, reflection, the backend API when it is
+	// not split off), over h2c or TLS, with no compression;
+	// ReadBufferSize and WriteBufferSize do not apply to it. A separate
+	// backend listener (BackendGRPCAddr) is always grpc-go.
+	Transport string
+
 	// MaxBodyBytes caps a REST request body before it is decoded. Larger
 	// bodies get HTTP 413. Default 256 KiB.
 	MaxBodyBytes int64
@@ -143,6 +153,12 @@ const (
 	DefaultWriteBufferSize = 32 << 10
 )
 
+// Transports for Config.Transport.
+const (
+	TransportGRPC = "grpc"
+	TransportLite = "lite"
+)
+
 func (c Config) withDefaults() Config {
 	if c.GRPCAddr == "" {
 		c.GRPCAddr = DefaultGRPCAddr
@@ -155,6 +171,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KeepalivePolicy == (keepalive.EnforcementPolicy{}) {
 		c.KeepalivePolicy = server.DefaultKeepalivePolicy
+	}
+	if c.Transport == "" {
+		c.Transport = TransportGRPC
 	}
 	if c.MaxRecvMsgBytes == 0 {
 		c.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
@@ -206,8 +225,17 @@ type Daemon struct {
 
 type grpcListener struct {
 	lis   net.Listener
-	gs    *grpc.Server
+	gs    rpcServer
 	unary grpc.UnaryServerInterceptor // what gs runs around unary calls; nil: nothing
+}
+
+// rpcServer is what the daemon needs of a gRPC server: grpc-go's
+// *grpc.Server or the lite transport's (liteServer).
+type rpcServer interface {
+	reflection.GRPCServer
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
 }
 
 type httpListener struct {
@@ -269,13 +297,16 @@ func Start(cfg Config) (d *Daemon, err error) {
 		return nil, err
 	}
 	split := cfg.BackendGRPCAddr != ""
-	if d.public, err = d.listenGRPC("gRPC", cfg.GRPCAddr, tlsCfg, !split); err != nil {
+	if d.public, err = d.listenGRPC("gRPC", cfg.GRPCAddr, tlsCfg, !split, cfg.Transport == TransportLite); err != nil {
 		return nil, err
 	}
 	presencev1.RegisterPresenceServiceServer(d.public.gs, srv)
+	if l, ok := d.public.gs.(*liteServer); ok {
+		l.HandleEvents(presencev1.PresenceService_Connect_FullMethodName, liteConnect(srv))
+	}
 	backendGRPC := d.public
 	if split {
-		if d.backend, err = d.listenGRPC("backend gRPC", cfg.BackendGRPCAddr, backendTLS, true); err != nil {
+		if d.backend, err = d.listenGRPC("backend gRPC", cfg.BackendGRPCAddr, backendTLS, true, false); err != nil {
 			return nil, err
 		}
 		backendGRPC = d.backend
@@ -342,7 +373,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 		}()
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	attrs := []any{"grpc", d.GRPCAddr(), "tls", tlsCfg != nil}
+	attrs := []any{"grpc", d.GRPCAddr(), "transport", cfg.Transport, "tls", tlsCfg != nil}
 	if d.backend != nil {
 		attrs = append(attrs, "backend_grpc", d.backend.lis.Addr().String())
 	}
@@ -355,40 +386,49 @@ func Start(cfg Config) (d *Daemon, err error) {
 }
 
 // listenGRPC opens a gRPC listener with health and reflection, requiring
-// the API key for the backend API when withKeys and keys are configured.
-func (d *Daemon) listenGRPC(name, addr string, tlsCfg *tls.Config, withKeys bool) (*grpcListener, error) {
+// the API key for the backend API when withKeys and keys are configured,
+// served by the lite transport when lite, else by grpc-go.
+func (d *Daemon) listenGRPC(name, addr string, tlsCfg *tls.Config, withKeys, lite bool) (*grpcListener, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", name, err)
 	}
-	opts := d.cfg.grpcOptions()
-	if tlsCfg != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
-	}
 	var intercept grpc.UnaryServerInterceptor
+	var streamIntercept grpc.StreamServerInterceptor
 	if withKeys && d.cfg.APIKeys != nil {
 		unary, stream := d.cfg.APIKeys.Interceptors("/" + presencev1.BackendService_ServiceDesc.ServiceName + "/")
 		// Outside the key check: count what it refuses.
-		countUnary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			resp, err := h(ctx, req)
+		intercept = func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			resp, err := unary(ctx, req, info, h)
 			if status.Code(err) == codes.Unauthenticated {
 				d.srv.CountAPIKeyFailure()
 			}
 			return resp, err
 		}
-		countStream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			err := h(srv, ss)
+		streamIntercept = func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			err := stream(srv, ss, info, h)
 			if !info.IsClientStream && status.Code(err) == codes.Unauthenticated {
 				d.srv.CountAPIKeyFailure() // server streams are backend calls (WatchPresence); Connect counts its own
 			}
 			return err
 		}
-		intercept = func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			return countUnary(ctx, req, info, func(ctx context.Context, req any) (any, error) { return unary(ctx, req, info, h) })
-		}
-		opts = append(opts, grpc.UnaryInterceptor(intercept), grpc.ChainStreamInterceptor(countStream, stream))
 	}
-	g := &grpcListener{lis: lis, gs: grpc.NewServer(opts...), unary: intercept}
+	g := &grpcListener{lis: lis, unary: intercept}
+	if lite {
+		g.gs = d.cfg.newLiteServer(intercept, streamIntercept)
+		if tlsCfg != nil {
+			g.lis = tls.NewListener(lis, liteTLS(tlsCfg))
+		}
+	} else {
+		opts := d.cfg.grpcOptions()
+		if tlsCfg != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		}
+		if intercept != nil {
+			opts = append(opts, grpc.UnaryInterceptor(intercept), grpc.StreamInterceptor(streamIntercept))
+		}
+		g.gs = grpc.NewServer(opts...)
+	}
 	healthpb.RegisterHealthServer(g.gs, d.health)
 	reflection.Register(g.gs)
 	return g, nil
@@ -447,6 +487,11 @@ func (c Config) checkTransport() error {
 	}
 	if c.ReadBufferSize < 0 || c.WriteBufferSize < 0 {
 		errs = append(errs, errors.New("read and write buffer sizes must not be negative"))
+	}
+	switch c.Transport {
+	case TransportGRPC, TransportLite:
+	default:
+		errs = append(errs, fmt.Errorf("transport %q: want %q or %q", c.Transport, TransportGRPC, TransportLite))
 	}
 	return errors.Join(errs...)
 }
@@ -546,8 +591,8 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	return d.shutErr
 }
 
-func (d *Daemon) grpcServers() []*grpc.Server {
-	var gs []*grpc.Server
+func (d *Daemon) grpcServers() []rpcServer {
+	var gs []rpcServer
 	for _, g := range []*grpcListener{d.public, d.backend} {
 		if g != nil {
 			gs = append(gs, g.gs)

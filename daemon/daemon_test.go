@@ -39,6 +39,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testTransport is the transport the tests' daemons serve gRPC with:
+// PRESENCE_TEST_TRANSPORT ("grpc" or "lite"; empty: the default). CI runs
+// this package once with each.
+var testTransport = os.Getenv("PRESENCE_TEST_TRANSPORT")
+
 // start runs a daemon on loopback ports chosen by the kernel.
 func start(t testing.TB) *Daemon {
 	t.Helper()
@@ -49,8 +54,9 @@ func start(t testing.TB) *Daemon {
 // kernel, short shutdown hints, no logs.
 func testConfig() Config {
 	return Config{
-		GRPCAddr: "127.0.0.1:0",
-		HTTPAddr: "127.0.0.1:0",
+		GRPCAddr:  "127.0.0.1:0",
+		HTTPAddr:  "127.0.0.1:0",
+		Transport: testTransport,
 		Server: server.Options{
 			HeartbeatInterval: time.Second, HeartbeatTimeout: 3 * time.Second,
 			ShutdownReconnectMin: 100 * time.Millisecond, ShutdownReconnectJitter: 100 * time.Millisecond,

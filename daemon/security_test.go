@@ -50,7 +50,7 @@ func secured(t *testing.T, mod func(*Config)) *Daemon {
 		t.Fatal(err)
 	}
 	cfg := Config{
-		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Transport: testTransport,
 		Server:  server.Options{Tokens: v},
 		APIKeys: keys,
 		Logger:  slog.New(slog.DiscardHandler),

@@ -129,6 +129,7 @@ type srvConfig struct {
 	queueMaxMessages  int
 	queueMaxBytes     int
 	readBuffer        int
+	transport         string
 	writeBuffer       int
 	initialWindow     int
 	initialConnWindow int
@@ -187,6 +188,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.DurationVar(&c.srv.reapInterval, "srv-reap-interval", 0, "in-process/--serve server: reap interval")
 	fs.IntVar(&c.srv.queueMaxMessages, "srv-queue-max-messages", 0, "in-process/--serve server: outbound queue bound, frames")
 	fs.IntVar(&c.srv.queueMaxBytes, "srv-queue-max-bytes", 0, "in-process/--serve server: outbound queue bound, bytes")
+	fs.StringVar(&c.srv.transport, "srv-transport", "", "in-process/--serve server: grpc or lite (default grpc)")
 	fs.IntVar(&c.srv.readBuffer, "srv-read-buffer", 0, "in-process/--serve server: grpc.ReadBufferSize per connection (0: grpc default 32 KiB)")
 	fs.IntVar(&c.srv.writeBuffer, "srv-write-buffer", 0, "in-process/--serve server: grpc.WriteBufferSize per connection (0: grpc default)")
 	fs.IntVar(&c.srv.initialWindow, "srv-initial-window", 0, "in-process/--serve server: stream flow-control window (0: grpc default, with BDP)")

@@ -109,6 +109,7 @@ func startDaemon(cfg *config, grpcAddr, httpAddr string, log *slog.Logger) (*dae
 			QueueMaxBytes:     cfg.srv.queueMaxBytes,
 		},
 		ReadBufferSize:        cfg.srv.readBuffer,
+		Transport:             cfg.srv.transport,
 		WriteBufferSize:       cfg.srv.writeBuffer,
 		InitialWindowSize:     int32(cfg.srv.initialWindow),
 		InitialConnWindowSize: int32(cfg.srv.initialConnWindow),

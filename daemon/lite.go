@@ -1,0 +1,110 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"slices"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
+	"github.com/presence-dev/presence/lite"
+	"github.com/presence-dev/presence/server"
+)
+
+// liteServer is the lite transport as the daemon's rpcServer.
+type liteServer struct{ *lite.Server }
+
+// Serve returns nil once the server is stopped, as grpc-go's does.
+func (l *liteServer) Serve(lis net.Listener) error {
+	if err := l.Server.Serve(lis); !errors.Is(err, lite.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// newLiteServer makes the lite transport with the daemon's transport
+// settings and interceptors.
+func (c Config) newLiteServer(unary grpc.UnaryServerInterceptor, stream grpc.StreamServerInterceptor) *liteServer {
+	return &liteServer{lite.NewServer(lite.Options{
+		MaxRecvMsgSize:        c.MaxRecvMsgBytes,
+		InitialWindowSize:     c.InitialWindowSize,
+		InitialConnWindowSize: c.InitialConnWindowSize,
+		Keepalive:             c.Keepalive,
+		KeepalivePolicy:       c.KeepalivePolicy,
+		UnaryInterceptor:      unary,
+		StreamInterceptor:     stream,
+		Logger:                c.Logger,
+	})}
+}
+
+// liteTLS is tlsCfg for the lite transport's listener, which speaks only
+// HTTP/2 (ALPN "h2", as grpc-go's credentials set it).
+func liteTLS(tlsCfg *tls.Config) *tls.Config {
+	cfg := tlsCfg.Clone()
+	if !slices.Contains(cfg.NextProtos, "h2") {
+		cfg.NextProtos = append(cfg.NextProtos, "h2")
+	}
+	return cfg
+}
+
+// liteConnect serves Connect streams on the lite transport: each is
+// attached to the session core, which the connection's goroutine feeds
+// frame by frame, so an idle session has no goroutine of its own.
+func liteConnect(srv *server.Server) lite.EventHandler {
+	return func(st *lite.Stream) lite.Events {
+		c := &liteConn{st: st}
+		in, err := srv.Attach(c, st.Finish)
+		if err != nil {
+			st.Finish(err)
+			return ignoreEvents{}
+		}
+		c.in = in
+		return c
+	}
+}
+
+// liteConn is one Connect stream on the lite transport: the session's
+// Sender, and the Events that feed it.
+type liteConn struct {
+	st *lite.Stream
+	in *server.Inbound
+	// Owned by the connection's goroutine.
+	stopped bool // the session said to stop reading
+}
+
+func (c *liteConn) Context() context.Context { return c.st.Context() }
+
+func (c *liteConn) Send(f *server.Frame) error {
+	b, err := f.Encoded()
+	if err != nil {
+		return err
+	}
+	return c.st.Send(b)
+}
+
+func (c *liteConn) Msg(b []byte) {
+	if c.stopped {
+		return
+	}
+	req := new(presencev1.ConnectRequest)
+	if err := proto.Unmarshal(b, req); err != nil {
+		c.stopped = true
+		c.in.Closed(status.Errorf(codes.InvalidArgument, "the frame is not a ConnectRequest (%v); send frames encoded from proto/presence/v1", err))
+		return
+	}
+	c.stopped = !c.in.Frame(req)
+}
+
+func (c *liteConn) Closed(err error) { c.in.Closed(err) }
+
+// ignoreEvents takes the frames of a stream that was refused.
+type ignoreEvents struct{}
+
+func (ignoreEvents) Msg([]byte)   {}
+func (ignoreEvents) Closed(error) {}
