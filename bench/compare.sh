@@ -18,6 +18,7 @@
 # MUX_VARIANTS="after after-buf4k" (the variants of fanout-mux),
 # FANOUT_VARIANTS="before after", UNICAST_VARIANTS="before after".
 # Variant "lite" is this checkout's presenced with --transport lite.
+# BENCH_ARGS: presencebench flags added to every run (e.g. "--client raw").
 # About 8 minutes per round on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +73,7 @@ bench() {
 	lite) srvflags=(--transport lite) ;;
 	*) echo "unknown variant $variant" >&2; exit 1 ;;
 	esac
-	run_one "$variant-$scenario-$round" "$variant#$round" "$bin" "${srvflags[@]}" -- "$@"
+	run_one "$variant-$scenario-$round" "$variant#$round" "$bin" "${srvflags[@]}" -- "$@" ${BENCH_ARGS:-}
 }
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }

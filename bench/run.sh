@@ -13,7 +13,8 @@
 #
 # Environment: RUNS=3, ONLY="idle idle-mux fanout fanout-bdp fanout-mux
 # unicast unicast-bdp silent slow slow-25 churn" (and, when named, the
-# diagnostics unicast-gcoff and unicast-1k), SERVER_ARGS (presenced flags
+# diagnostics unicast-gcoff and unicast-1k, and the runs with the bench's
+# raw client fanout-raw, fanout-mux-raw, unicast-raw), SERVER_ARGS (presenced flags
 # for every run, e.g. "--transport lite"), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
 # (seconds to wait, before each run, for other processes to leave the CPUs
 # alone; the reports record how busy the machine was either way).
@@ -78,6 +79,12 @@ for ((round = 1; round <= RUNS; round++)); do
 	want fanout-bdp && bench fanout-bdp "$round" -- --scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16 --client-bdp
 	want fanout-mux && bench fanout-mux "$round" -- --scenario fanout --sessions 10000 --streams-per-conn 100 --rate 2 --duration 15s --count 300 --window 16
 	want unicast && bench unicast "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s
+	# The same with the bench's own minimal HTTP/2 client (--client raw),
+	# whose cost per received message is about half grpc-go's, for when
+	# the tool is the limit (only when named in ONLY).
+	want fanout-raw && bench fanout-raw "$round" -- --scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16 --client raw
+	want fanout-mux-raw && bench fanout-mux-raw "$round" -- --scenario fanout --sessions 10000 --streams-per-conn 100 --rate 2 --duration 15s --count 300 --window 16 --client raw
+	want unicast-raw && bench unicast-raw "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s --client raw
 	# Diagnostics, not targets (only when named in ONLY): the unicast run
 	# with the server's GC off (what the tail is without a GC mark in the
 	# window) and with 1,000 sessions instead of 10,000.
