@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -429,5 +430,65 @@ func TestEventsLargeResponseHeader(t *testing.T) {
 	cs.CloseSend()
 	if err := cs.RecvMsg(new(wrapperspb.StringValue)); err != io.EOF {
 		t.Fatal(err)
+	}
+}
+
+// TestEventsFinishWhileClientNotReading: a stream finished while its
+// client reads nothing (a slow consumer's end) never leaves a message
+// half-sent, so once the client reads again it gets whole messages and
+// then exactly the status Finish gave, not a torn message (Internal).
+func TestEventsFinishWhileClientNotReading(t *testing.T) {
+	s := NewServer(Options{})
+	var sent atomic.Int64
+	sendErr := make(chan error, 1)
+	streams := make(chan *Stream, 1)
+	msg, err := proto.Marshal(wrapperspb.String(strings.Repeat("y", 1000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.HandleEvents(chatMethod, func(st *Stream) Events {
+		streams <- st
+		return funcEvents{msg: func([]byte) {
+			go func() {
+				for {
+					if err := st.Send(msg); err != nil {
+						sendErr <- err
+						return
+					}
+					sent.Add(1)
+				}
+			}()
+		}}
+	})
+	cc := dial(t, startServer(t, s), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs := newChat(t, ctx, cc)
+	sendString(t, cs, "go") // then read nothing until Finish
+	st := <-streams
+	last := int64(-1)
+	for n := sent.Load(); n != last; n = sent.Load() {
+		last = n
+		time.Sleep(200 * time.Millisecond)
+	}
+	st.Finish(status.Error(codes.ResourceExhausted, "read too slowly"))
+	waitErr(t, sendErr, 5*time.Second)
+	var got int64
+	for {
+		m := new(wrapperspb.StringValue)
+		err := cs.RecvMsg(m)
+		if err != nil {
+			if s, _ := status.FromError(err); s.Code() != codes.ResourceExhausted || s.Message() != "read too slowly" {
+				t.Fatalf("after %d whole messages the stream ended with %v; want ResourceExhausted \"read too slowly\"", got, err)
+			}
+			break
+		}
+		if len(m.Value) != 1000 {
+			t.Fatalf("message %d has %d bytes; want 1000", got, len(m.Value))
+		}
+		got++
+	}
+	if got != sent.Load() {
+		t.Fatalf("client read %d messages; Send returned nil for %d", got, sent.Load())
 	}
 }

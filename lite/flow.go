@@ -32,7 +32,16 @@ func (st *Stream) sendMsg(msg []byte) error {
 	total := int64(5 + len(msg))
 	for off := int64(0); off < total; {
 		c.mu.Lock()
-		for !st.ended && !c.closed && (st.sendWindow <= 0 || c.sendWindow <= 0) {
+		// The first chunk of a small message waits until the whole message
+		// fits the windows, so a message is never left half-sent while the
+		// client is not reading: a stream finished meanwhile (a slow
+		// consumer's) then ends with clean trailers, which the client reads
+		// as the status once it reads again, instead of a torn message.
+		need := int64(1)
+		if off == 0 {
+			need = max(1, min(total, wholeMessageMax, c.peerInitWin))
+		}
+		for !st.ended && !c.closed && (st.sendWindow < need || c.sendWindow < need) {
 			c.cond.Wait()
 		}
 		if st.ended || c.closed {
@@ -73,6 +82,10 @@ func (st *Stream) sendMsg(msg []byte) error {
 	}
 	return nil
 }
+
+// wholeMessageMax is the largest message sendMsg sends only whole (see
+// there); larger ones are split wherever the windows end.
+const wholeMessageMax = 16 << 10
 
 var errConnClosed = status.Error(codes.Unavailable, "lite: connection closed")
 
