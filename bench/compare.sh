@@ -17,7 +17,8 @@
 # IDLE_VARIANTS="before after after-buf8k after-buf4k",
 # MUX_VARIANTS="after after-buf4k" (the variants of fanout-mux),
 # FANOUT_VARIANTS="before after", UNICAST_VARIANTS="before after".
-# Variant "lite" is this checkout's presenced with --transport lite.
+# Variants "lite" and "grpc" are this checkout's presenced with
+# --transport lite (the default since the third sitting) and grpc.
 # BENCH_ARGS: presencebench flags added to every run (e.g. "--client raw").
 # About 8 minutes per round on a quiet machine.
 set -euo pipefail
@@ -71,6 +72,7 @@ bench() {
 	after-buf8k) srvflags=(--read-buffer-size 8192 --write-buffer-size 8192) ;;
 	after-buf4k) srvflags=(--read-buffer-size 4096 --write-buffer-size 4096) ;;
 	lite) srvflags=(--transport lite) ;;
+	grpc) srvflags=(--transport grpc) ;;
 	*) echo "unknown variant $variant" >&2; exit 1 ;;
 	esac
 	run_one "$variant-$scenario-$round" "$variant#$round" "$bin" "${srvflags[@]}" -- "$@" ${BENCH_ARGS:-}

@@ -111,13 +111,15 @@ type Config struct {
 	InitialWindowSize     int32
 	InitialConnWindowSize int32
 
-	// Transport is the server behind GRPCAddr: TransportGRPC (grpc-go,
-	// the default) or TransportLite (package lite: one goroutine per
-	// connection and none per Connect stream, for the smallest idle
-	// session; BENCHMARKS.md, "idle"). The lite transport serves every
-	// service the same (health, reflection, the backend API when it is
-	// not split off), over h2c or TLS, with no compression;
-	// ReadBufferSize and WriteBufferSize do not apply to it. A separate
+	// Transport is the server behind GRPCAddr: TransportLite (package
+	// lite, the default: one goroutine per connection and none per Connect
+	// stream; an idle session costs ≈12 KiB against ≈37 KiB with grpc-go,
+	// BENCHMARKS.md, "The lite transport") or TransportGRPC (grpc-go). Both
+	// serve every service the same (Connect, health, reflection, the
+	// backend API when it is not split off), over h2c or TLS, with no
+	// compression (this binary registers no compressor either way).
+	// ReadBufferSize and WriteBufferSize apply to grpc-go only; the lite
+	// transport has no MaxConnectionIdle or MaxConnectionAge. A separate
 	// backend listener (BackendGRPCAddr) is always grpc-go.
 	Transport string
 
@@ -173,7 +175,7 @@ func (c Config) withDefaults() Config {
 		c.KeepalivePolicy = server.DefaultKeepalivePolicy
 	}
 	if c.Transport == "" {
-		c.Transport = TransportGRPC
+		c.Transport = TransportLite
 	}
 	if c.MaxRecvMsgBytes == 0 {
 		c.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
@@ -489,7 +491,11 @@ func (c Config) checkTransport() error {
 		errs = append(errs, errors.New("read and write buffer sizes must not be negative"))
 	}
 	switch c.Transport {
-	case TransportGRPC, TransportLite:
+	case TransportGRPC:
+	case TransportLite:
+		if c.Keepalive.MaxConnectionIdle != 0 || c.Keepalive.MaxConnectionAge != 0 {
+			errs = append(errs, errors.New("the lite transport has no MaxConnectionIdle or MaxConnectionAge (sessions end by Goodbye, not by closing connections); leave them 0 or use the grpc transport"))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("transport %q: want %q or %q", c.Transport, TransportGRPC, TransportLite))
 	}

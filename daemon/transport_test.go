@@ -2,28 +2,31 @@ package daemon
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
 
-// TestLiteTransport runs the daemon's end-to-end tests again with the lite
-// transport behind the gRPC listener (the default run uses grpc-go; CI
-// also runs the whole package and the client's with
-// PRESENCE_TEST_TRANSPORT=lite): sessions, REST and gRPC pushes, health,
-// drain on shutdown, API keys through its interceptors, TLS, bad input.
-func TestLiteTransport(t *testing.T) {
-	if testTransport == TransportLite {
-		t.Skip("the whole package runs on the lite transport")
+// TestGRPCTransport runs the daemon's end-to-end tests again with
+// grpc-go behind the gRPC listener (--transport grpc; the rest of the
+// package runs on the default, lite; CI also runs the whole package and
+// the client's with PRESENCE_TEST_TRANSPORT=grpc): sessions, REST and gRPC
+// pushes, health, drain on shutdown, API keys through the interceptors,
+// TLS, bad input, presence, watch, metrics, reflection.
+func TestGRPCTransport(t *testing.T) {
+	if testTransport != "" {
+		t.Skipf("the whole package runs on the %s transport", testTransport)
 	}
-	testTransport = TransportLite
+	testTransport = TransportGRPC
 	defer func() { testTransport = "" }()
 	for _, tc := range []struct {
 		name string
@@ -38,18 +41,19 @@ func TestLiteTransport(t *testing.T) {
 		{"RESTPresence", TestRESTPresence},
 		{"RESTWatchStreamsNDJSON", TestRESTWatchStreamsNDJSON},
 		{"MetricsOverHTTP", TestMetricsOverHTTP},
-		{"Reflection", testReflection},
-		{"UndecodableFrame", testUndecodableFrame},
+		{"Reflection", TestReflection},
+		{"UndecodableFrame", TestUndecodableFrame},
 	} {
 		t.Run(tc.name, tc.test)
 	}
 }
 
-// testReflection lists the services over reflection, as grpcurl does.
-func testReflection(t *testing.T) {
+// TestReflection lists the services over reflection, as grpcurl does,
+// on the transport the test asks for.
+func TestReflection(t *testing.T) {
 	d := start(t)
-	if _, ok := d.public.gs.(*liteServer); !ok {
-		t.Fatalf("the gRPC listener is served by %T, not the lite transport", d.public.gs)
+	if _, lite := d.public.gs.(*liteServer); lite != (testTransport != TransportGRPC) {
+		t.Fatalf("the gRPC listener is served by %T; PRESENCE_TEST_TRANSPORT is %q", d.public.gs, testTransport)
 	}
 	stream, err := grpc_reflection_v1.NewServerReflectionClient(dial(t, d)).ServerReflectionInfo(context.Background())
 	if err != nil {
@@ -88,9 +92,10 @@ func (rawCodec) Name() string { return "proto" }
 
 var _ encoding.Codec = rawCodec{}
 
-// testUndecodableFrame sends bytes that are not a ConnectRequest: the
-// stream ends with InvalidArgument saying so, and the server goes on.
-func testUndecodableFrame(t *testing.T) {
+// TestUndecodableFrame sends bytes that are not a ConnectRequest: the
+// stream ends with InvalidArgument saying so (grpc-go: Internal, from its
+// own decoding), and the server goes on.
+func TestUndecodableFrame(t *testing.T) {
 	d := start(t)
 	cc := dial(t, d)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -105,8 +110,41 @@ func testUndecodableFrame(t *testing.T) {
 	}
 	var b []byte
 	err = stream.RecvMsg(&b)
-	if status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("stream ended with %v; want InvalidArgument", err)
+	want := codes.InvalidArgument
+	if testTransport == TransportGRPC {
+		want = codes.Internal
+	}
+	if status.Code(err) != want {
+		t.Fatalf("stream ended with %v; want %v", err, want)
 	}
 	connect(t, cc, "after") // the server and the connection still serve
+}
+
+// TestTransportChecks: an unknown transport, and keepalive settings the
+// lite transport does not have, fail Start instead of being ignored.
+func TestTransportChecks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"unknown transport", func(c *Config) { c.Transport = "quic" }, `transport "quic"`},
+		{"lite with MaxConnectionAge", func(c *Config) {
+			c.Transport = TransportLite
+			c.Keepalive = keepalive.ServerParameters{Time: time.Minute, MaxConnectionAge: time.Hour}
+		}, "MaxConnectionAge"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			tc.mod(&cfg)
+			d, err := Start(cfg)
+			if err == nil {
+				d.Shutdown(context.Background())
+				t.Fatal("Start succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start: %v; want it to name %s", err, tc.want)
+			}
+		})
+	}
 }

@@ -19,8 +19,12 @@
 //   - no goroutine per event-driven stream (HandleEvents): messages are
 //     delivered on the reader goroutine through the Events interface, and the
 //     application sends with Stream.Send from whatever goroutine it likes;
-//   - writes from any goroutine, serialized by a mutex, encoded into a pooled
-//     buffer and written at once; no writer goroutine, no write buffer kept;
+//   - writes from any goroutine, encoded under a mutex into a pooled buffer;
+//     the goroutine that finds nobody writing writes the buffer, with
+//     whatever other goroutines queued meanwhile (a stream's sender first
+//     yields the processor once, so that a broadcast's messages to many
+//     streams of a connection share one write); no writer goroutine, and no
+//     write buffer kept while idle;
 //   - a 256-byte read buffer while idle; a pooled 16 KiB one only while frames
 //     arrive (frame I/O is hand-written, see frame.go, because http2.Framer
 //     keeps its grown read and write buffers for the connection's life);

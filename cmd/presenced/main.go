@@ -121,7 +121,7 @@ func bindFlags(fs *flag.FlagSet, cfg *daemon.Config) (logFormat, logLevel *strin
 	fs.DurationVar(&cfg.KeepalivePolicy.MinTime, "keepalive-min-time", server.DefaultKeepalivePolicy.MinTime, "transport: clients pinging more often get GOAWAY too_many_pings")
 	fs.BoolVar(&cfg.KeepalivePolicy.PermitWithoutStream, "keepalive-permit-without-stream", server.DefaultKeepalivePolicy.PermitWithoutStream, "transport: allow client pings on connections with no open stream")
 	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-recv-msg-bytes", daemon.DefaultMaxRecvMsgBytes, "largest gRPC message accepted (RESOURCE_EXHAUSTED past it)")
-	fs.StringVar(&cfg.Transport, "transport", daemon.TransportGRPC, "the server behind --grpc-addr: grpc (grpc-go) or lite (one goroutine per connection and none per session: the smallest idle session; h2c or TLS, no compression; BENCHMARKS.md, \"idle\")")
+	fs.StringVar(&cfg.Transport, "transport", daemon.TransportLite, "the server behind --grpc-addr: lite (package lite: one goroutine per connection and none per session, ≈12 KiB per idle session) or grpc (grpc-go, ≈37 KiB); both serve every service over h2c or TLS (BENCHMARKS.md, \"The lite transport\")")
 	fs.IntVar(&cfg.ReadBufferSize, "read-buffer-size", daemon.DefaultReadBufferSize, "transport: bytes read from a connection per read syscall (a buffer pooled between reads)")
 	fs.IntVar(&cfg.WriteBufferSize, "write-buffer-size", daemon.DefaultWriteBufferSize, "transport: bytes of frames gathered per connection before a write syscall (a buffer pooled between writes)")
 	fs.Var(int32Flag{&cfg.InitialWindowSize}, "initial-window-size", "transport: HTTP/2 flow-control window per stream in `bytes`, at least 65535; 0: 64 KiB growing with BDP estimation (a set window turns estimation off)")
