@@ -61,19 +61,22 @@
 // (~350 B).
 //
 // Throughput on the same machine (client and server in one process), three
-// runs each:
+// runs each, with the coalesced writes described above:
 //
 //	go test -run '^$' -bench 'StreamSend|PingPong' -benchmem -count 3 ./lite/
 //
-//	StreamSend (the server sends 100-byte messages on one stream):
-//	  lite 5.6-7.7 µs/msg, 5 allocs    grpc 1.4-2.2 µs/msg, 7 allocs
+//	StreamSend (one goroutine sends 100-byte messages on one stream):
+//	  lite 6.2-7.2 µs/msg, 5 allocs    grpc 1.2-1.4 µs/msg, 7 allocs
 //	PingPong (one round trip of a small message):
-//	  lite 44-51 µs, 13 allocs         grpc 39-48 µs, 35 allocs
+//	  lite 34.6-34.8 µs, 13 allocs     grpc 32.7-34.2 µs, 35 allocs
 //
-// (allocations are client plus server). lite makes one write system call per
-// Send, synchronously, where grpc-go's writer goroutine batches a busy
-// stream's messages; that is the price of having no writer goroutine. For
-// sparse traffic (pushes, pongs) both make one write per message.
+// (allocations are client plus server). A lone sender waits for its own
+// write, one write system call per message, where grpc-go's Send returns
+// once its loopy writer goroutine has the message and that goroutine
+// batches a busy stream's messages. Messages from many streams of a
+// connection do share writes (the broadcast case: over 100 streams per
+// connection lite delivers about twice what grpc-go does per CPU-second,
+// BENCHMARKS.md, "The lite transport"); one stream's burst does not.
 //
 // # Supported
 //
