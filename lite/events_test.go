@@ -204,53 +204,63 @@ func TestEventsFinishStatus(t *testing.T) {
 	}
 }
 
-func TestEventsSendBlockedReleasedByFinish(t *testing.T) {
+// flood is a chat stream whose server sends one message over and over,
+// from a goroutine of its own, to a client that reads nothing.
+type flood struct {
+	st      *Stream
+	cs      grpc.ClientStream
+	sent    atomic.Int64 // Sends that returned nil
+	sendErr chan error   // the first Send error
+}
+
+// startFlood opens a flood of msg and returns once Send has stopped making
+// progress: it is blocked on the client's 64 KiB windows.
+func startFlood(t *testing.T, msg []byte) *flood {
+	t.Helper()
 	s := NewServer(Options{})
-	var sent atomic.Int64
-	sendErr := make(chan error, 1)
+	f := &flood{sendErr: make(chan error, 1)}
 	streams := make(chan *Stream, 1)
 	s.HandleEvents(chatMethod, func(st *Stream) Events {
 		streams <- st
 		return funcEvents{msg: func([]byte) {
 			go func() {
-				chunk := bytes.Repeat([]byte{'y'}, 32<<10)
 				for {
-					if err := st.Send(chunk); err != nil {
-						sendErr <- err
+					if err := st.Send(msg); err != nil {
+						f.sendErr <- err
 						return
 					}
-					sent.Add(1)
+					f.sent.Add(1)
 				}
 			}()
 		}}
 	})
 	cc := dial(t, startServer(t, s), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cs := newChat(t, ctx, cc)
-	sendString(t, cs, "go") // and never read
-	st := <-streams
-	// Wait until Send makes no progress: it is blocked on flow control.
+	t.Cleanup(cancel)
+	f.cs = newChat(t, ctx, cc)
+	sendString(t, f.cs, "go") // and read nothing
+	f.st = <-streams
 	last := int64(-1)
-	for {
+	for n := f.sent.Load(); n != last; n = f.sent.Load() {
+		last = n
 		time.Sleep(200 * time.Millisecond)
-		if n := sent.Load(); n == last {
-			break
-		} else {
-			last = n
-		}
 	}
 	select {
-	case err := <-sendErr:
+	case err := <-f.sendErr:
 		t.Fatalf("Send failed early: %v", err)
 	default:
 	}
-	st.Finish(nil)
-	err := waitErr(t, sendErr, 5*time.Second)
+	return f
+}
+
+func TestEventsSendBlockedReleasedByFinish(t *testing.T) {
+	f := startFlood(t, bytes.Repeat([]byte{'y'}, 32<<10))
+	f.st.Finish(nil)
+	err := waitErr(t, f.sendErr, 5*time.Second)
 	if status.Code(err) != codes.Canceled && status.Code(err) != codes.Unavailable {
 		t.Fatalf("blocked Send returned %v", err)
 	}
-	t.Logf("sent %d messages of 32 KiB before blocking; Send then returned %v", last, err)
+	t.Logf("sent %d messages of 32 KiB before blocking; Send then returned %v", f.sent.Load(), err)
 }
 
 func TestEventsMaxRecvMsgSize(t *testing.T) {
@@ -438,45 +448,17 @@ func TestEventsLargeResponseHeader(t *testing.T) {
 // half-sent, so once the client reads again it gets whole messages and
 // then exactly the status Finish gave, not a torn message (Internal).
 func TestEventsFinishWhileClientNotReading(t *testing.T) {
-	s := NewServer(Options{})
-	var sent atomic.Int64
-	sendErr := make(chan error, 1)
-	streams := make(chan *Stream, 1)
 	msg, err := proto.Marshal(wrapperspb.String(strings.Repeat("y", 1000)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.HandleEvents(chatMethod, func(st *Stream) Events {
-		streams <- st
-		return funcEvents{msg: func([]byte) {
-			go func() {
-				for {
-					if err := st.Send(msg); err != nil {
-						sendErr <- err
-						return
-					}
-					sent.Add(1)
-				}
-			}()
-		}}
-	})
-	cc := dial(t, startServer(t, s), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cs := newChat(t, ctx, cc)
-	sendString(t, cs, "go") // then read nothing until Finish
-	st := <-streams
-	last := int64(-1)
-	for n := sent.Load(); n != last; n = sent.Load() {
-		last = n
-		time.Sleep(200 * time.Millisecond)
-	}
-	st.Finish(status.Error(codes.ResourceExhausted, "read too slowly"))
-	waitErr(t, sendErr, 5*time.Second)
+	f := startFlood(t, msg)
+	f.st.Finish(status.Error(codes.ResourceExhausted, "read too slowly"))
+	waitErr(t, f.sendErr, 5*time.Second)
 	var got int64
 	for {
 		m := new(wrapperspb.StringValue)
-		err := cs.RecvMsg(m)
+		err := f.cs.RecvMsg(m)
 		if err != nil {
 			if s, _ := status.FromError(err); s.Code() != codes.ResourceExhausted || s.Message() != "read too slowly" {
 				t.Fatalf("after %d whole messages the stream ended with %v; want ResourceExhausted \"read too slowly\"", got, err)
@@ -488,7 +470,7 @@ func TestEventsFinishWhileClientNotReading(t *testing.T) {
 		}
 		got++
 	}
-	if got != sent.Load() {
-		t.Fatalf("client read %d messages; Send returned nil for %d", got, sent.Load())
+	if got != f.sent.Load() {
+		t.Fatalf("client read %d messages; Send returned nil for %d", got, f.sent.Load())
 	}
 }

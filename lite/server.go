@@ -363,6 +363,17 @@ func (s *Server) GracefulStop() {
 	}
 	s.stopped, s.draining = true, true
 	close(s.quit)
+	conns := s.closeListenersLocked()
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.drain()
+	}
+	s.finish()
+}
+
+// closeListenersLocked closes every listener and returns the connections
+// open now; s.mu must be held.
+func (s *Server) closeListenersLocked() []*conn {
 	for l := range s.listeners {
 		l.Close()
 	}
@@ -370,11 +381,7 @@ func (s *Server) GracefulStop() {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.drain()
-	}
-	s.finish()
+	return conns
 }
 
 // Stop closes every listener and connection now: every stream ends (event
@@ -388,13 +395,7 @@ func (s *Server) Stop() {
 		s.stopped = true
 		close(s.quit)
 	}
-	for l := range s.listeners {
-		l.Close()
-	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
+	conns := s.closeListenersLocked()
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.nc.Close()
