@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -42,7 +43,7 @@ type Frame struct {
 
 	mu       sync.Mutex
 	prepared map[string]*grpc.PreparedMsg // by content type; guarded by mu
-	encoded  []byte                       // the protobuf encoding, for transports that take bytes; guarded by mu
+	encoded  atomic.Pointer[[]byte]       // the protobuf encoding, for transports that take bytes; set once, under mu
 }
 
 // newFrame wraps a message for one session; size is computed once here.
@@ -90,16 +91,20 @@ func (f *Frame) Encoded() ([]byte, error) {
 	if !f.shared {
 		return proto.Marshal(f.Msg)
 	}
+	if b := f.encoded.Load(); b != nil {
+		return *b, nil // every session after the first: no lock
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.encoded == nil {
-		b, err := proto.Marshal(f.Msg)
-		if err != nil {
-			return nil, err
-		}
-		f.encoded = b
+	if b := f.encoded.Load(); b != nil {
+		return *b, nil
 	}
-	return f.encoded, nil
+	b, err := proto.Marshal(f.Msg)
+	if err != nil {
+		return nil, err
+	}
+	f.encoded.Store(&b)
+	return b, nil
 }
 
 // grpcConn adapts the Connect stream to Conn.
