@@ -70,6 +70,8 @@ type echo struct {
 
 	closedErr chan error // receives the Closed error
 	done      chan struct{}
+	// finishing, if set, runs just before the echo finishes its stream.
+	finishing func()
 }
 
 func newEcho(st *Stream) *echo {
@@ -103,17 +105,24 @@ func (e *echo) run() {
 		}
 		if len(e.queue) == 0 {
 			e.mu.Unlock()
-			e.st.Finish(nil)
+			e.finish(nil)
 			return
 		}
 		b := e.queue[0]
 		e.queue = e.queue[1:]
 		e.mu.Unlock()
 		if err := e.st.Send(b); err != nil {
-			e.st.Finish(err)
+			e.finish(err)
 			return
 		}
 	}
+}
+
+func (e *echo) finish(err error) {
+	if e.finishing != nil {
+		e.finishing()
+	}
+	e.st.Finish(err)
 }
 
 // echoServer registers an echo event handler on chatMethod; every stream's

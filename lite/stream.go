@@ -212,6 +212,12 @@ func (st *Stream) finish(s *status.Status) {
 			}
 			c.mu.Lock()
 			st.hdrSent = true
+			// Free the stream's slot before the trailers can reach the
+			// client: the client may open its next stream as soon as it
+			// reads them, and must not find MaxConcurrentStreams still full.
+			if c.streams[st.id] == st {
+				delete(c.streams, st.id)
+			}
 			c.mu.Unlock()
 			st.endSent = true
 			c.resetPingStrikes.Store(true)
