@@ -50,7 +50,10 @@ func TestUidResumeOnAnotherNode(t *testing.T) {
 			t.Fatalf("replayed %v; want %q (seq %d) flagged replay", r, want, got[i].GetSeq())
 		}
 	}
-	// And live pushes follow, to both sessions.
+	// And live pushes follow, to both sessions, once b has heard of the
+	// session on c (the client's Identified can arrive before c's
+	// announcement reaches b).
+	eventually(t, "b sees both sessions", func() bool { return onlineOn(b, "lee", 2) })
 	if r, err := b.backend.SendToUid(ctx, &presencev1.SendToUidRequest{Uid: "lee", Payload: text("four")}); err != nil || r.GetDelivered() != 2 {
 		t.Fatalf("four = %v, %v; want delivered 2", r, err)
 	}
