@@ -766,6 +766,13 @@ func (c *conn) onWindowUpdate(h frameHeader, p []byte) error {
 	return nil
 }
 
+// maxFrame is the client's SETTINGS_MAX_FRAME_SIZE.
+func (c *conn) maxFrame() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peerMaxFrame
+}
+
 // writeFrames writes b (see writeLocked).
 func (c *conn) writeFrames(b []byte) error {
 	c.wmu.Lock()

@@ -111,9 +111,7 @@ func (st *Stream) sendHeader(md metadata.MD) error {
 		return err
 	}
 	c := st.c
-	c.mu.Lock()
-	maxFrame := c.peerMaxFrame
-	c.mu.Unlock()
+	maxFrame := c.maxFrame()
 	bp := getWriteBuf()
 	defer putWriteBuf(bp)
 	c.wmu.Lock()
@@ -369,9 +367,7 @@ func (c *conn) startStream(hs *headerState) error {
 // NO_ERROR if the client has not half-closed.
 func (c *conn) earlyAbort(sid uint32, ctProto bool, httpStatus int, s *status.Status, rst bool) error {
 	c.debug("lite: rejecting stream", "stream", sid, "http_status", httpStatus, "code", s.Code(), "msg", s.Message())
-	c.mu.Lock()
-	maxFrame := c.peerMaxFrame
-	c.mu.Unlock()
+	maxFrame := c.maxFrame()
 	bp := getWriteBuf()
 	defer putWriteBuf(bp)
 	c.wmu.Lock()
