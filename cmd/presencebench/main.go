@@ -56,7 +56,6 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -461,16 +460,4 @@ func orDefault[T comparable](v, def T) T {
 		return def
 	}
 	return v
-}
-
-// fmtEnds formats an end tally for progress lines.
-func fmtEnds(m map[string]int) string {
-	if len(m) == 0 {
-		return "none"
-	}
-	var b strings.Builder
-	for k, v := range m {
-		fmt.Fprintf(&b, "%s=%d ", k, v)
-	}
-	return strings.TrimSpace(b.String())
 }
