@@ -85,7 +85,7 @@ func serveBoth(b *testing.B, impl string) string {
 		b.Fatal(err)
 	}
 	switch impl {
-	case "lite":
+	case "lite", "lite-batch16":
 		s := NewServer(Options{})
 		s.HandleEvents(chatMethod, func(st *Stream) Events {
 			return funcEvents{
@@ -100,9 +100,21 @@ func serveBoth(b *testing.B, impl string) string {
 					unmarshal(m, n)
 					payload := mustMarshal(wrapperspb.Bytes(make([]byte, 100)))
 					go func() {
-						for range n.Value {
-							if st.Send(payload) != nil {
-								return
+						if impl == "lite-batch16" { // a backlog of 16, as a session's writer finds it
+							batch := make([][]byte, 16)
+							for i := range batch {
+								batch[i] = payload
+							}
+							for left := int(n.Value); left > 0; left -= len(batch) {
+								if st.SendMsgs(batch[:min(left, len(batch))]) != nil {
+									return
+								}
+							}
+						} else {
+							for range n.Value {
+								if st.Send(payload) != nil {
+									return
+								}
 							}
 						}
 						st.Finish(nil)
@@ -250,9 +262,10 @@ func runIdleClients(addr string, count int) int {
 }
 
 // BenchmarkStreamSend: the server sends b.N 100-byte messages on one
-// stream to one client.
+// stream to one client: one Send each (lite, grpc), or SendMsgs of 16
+// (lite-batch16).
 func BenchmarkStreamSend(b *testing.B) {
-	for _, impl := range []string{"lite", "grpc"} {
+	for _, impl := range []string{"lite", "lite-batch16", "grpc"} {
 		b.Run(impl, func(b *testing.B) {
 			cc := dial(b, serveBoth(b, impl))
 			cs, err := cc.NewStream(context.Background(), chatDesc, "/lite.test.Echo/Flood")

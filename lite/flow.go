@@ -83,6 +83,93 @@ func (st *Stream) sendMsg(msg []byte) error {
 	return nil
 }
 
+// SendMsgs sends msgs in order, as Send would one by one, but encodes the
+// small ones that fit the windows together and writes them at once: a
+// stream with a backlog (a session behind on a burst) costs one write per
+// batch, not one per message. On error, some leading messages may have
+// been sent.
+func (st *Stream) SendMsgs(msgs [][]byte) error {
+	for len(msgs) > 0 {
+		n, err := st.sendSmall(msgs)
+		if err != nil {
+			return err
+		}
+		if n == 0 { // too large to send only whole: Send's way
+			if err := st.sendMsg(msgs[0]); err != nil {
+				return err
+			}
+			n = 1
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+// sendSmall sends, in one write, msgs[0] and as many of the messages after
+// it as fit the windows and maxWriteBatch, each whole. It waits only for
+// msgs[0] to fit. It sends nothing and reports 0 if msgs[0] is larger than
+// sendMsg sends only whole.
+func (st *Stream) sendSmall(msgs [][]byte) (int, error) {
+	c := st.c
+	c.mu.Lock()
+	limit := min(wholeMessageMax, c.peerInitWin)
+	first := int64(5 + len(msgs[0]))
+	if first > limit {
+		c.mu.Unlock()
+		return 0, nil
+	}
+	for !st.ended && !c.closed && (st.sendWindow < first || c.sendWindow < first) {
+		c.cond.Wait()
+	}
+	if st.ended || c.closed {
+		err := st.endErr
+		c.mu.Unlock()
+		if err == nil {
+			err = errConnClosed
+		}
+		return 0, err
+	}
+	avail := min(st.sendWindow, c.sendWindow, maxWriteBatch)
+	k, total := 1, first
+	for ; k < len(msgs); k++ {
+		sz := int64(5 + len(msgs[k]))
+		if sz > limit || total+sz > avail {
+			break
+		}
+		total += sz
+	}
+	st.sendWindow -= total
+	c.sendWindow -= total
+	maxFrame := c.peerMaxFrame
+	c.mu.Unlock()
+
+	bp := getWriteBuf()
+	c.wmu.Lock()
+	if st.endSent {
+		c.wmu.Unlock()
+		putWriteBuf(bp)
+		return 0, errFinished
+	}
+	b := *bp
+	if !st.hdrSent {
+		b = st.appendHeadersLocked(b, maxFrame)
+	}
+	var prefix [5]byte
+	for _, msg := range msgs[:k] {
+		binary.BigEndian.PutUint32(prefix[1:], uint32(len(msg)))
+		b = appendData(b, st.id, prefix[:], msg, 0, 5+len(msg), maxFrame)
+	}
+	c.resetPingStrikes.Store(true)
+	err := c.writeBatchLocked(b)
+	c.wmu.Unlock()
+	*bp = b
+	putWriteBuf(bp)
+	if err != nil {
+		return 0, errConnClosed
+	}
+	return k, nil
+}
+
 // wholeMessageMax is the largest message sendMsg sends only whole (see
 // there); larger ones are split wherever the windows end.
 const wholeMessageMax = 16 << 10
