@@ -70,7 +70,7 @@ func liteConnect(srv *server.Server) lite.EventHandler {
 }
 
 // liteConn is one Connect stream on the lite transport: the session's
-// Sender, and the Events that feed it.
+// BatchSender, and the Events that feed it.
 type liteConn struct {
 	st *lite.Stream
 	in *server.Inbound
@@ -86,6 +86,21 @@ func (c *liteConn) Send(f *server.Frame) error {
 		return err
 	}
 	return c.st.Send(b)
+}
+
+var _ server.BatchSender = (*liteConn)(nil)
+
+// SendBatch sends frames in as few writes as the client's windows allow.
+func (c *liteConn) SendBatch(frames []*server.Frame) error {
+	msgs := make([][]byte, len(frames))
+	for i, f := range frames {
+		b, err := f.Encoded()
+		if err != nil {
+			return err
+		}
+		msgs[i] = b
+	}
+	return c.st.SendMsgs(msgs)
 }
 
 func (c *liteConn) Msg(b []byte) {

@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,5 +208,82 @@ func TestFrameEncodedOnce(t *testing.T) {
 	}
 	if len(a) != f.Size() {
 		t.Fatalf("len(Encoded) = %d, Size = %d", len(a), f.Size())
+	}
+}
+
+// batchSender is a chanSender with SendBatch, whose Send can be held so
+// that frames queue behind it.
+type batchSender struct {
+	chanSender
+	hold    atomic.Bool
+	held    chan struct{} // a Send is being held
+	gate    chan struct{} // a held Send returns once this is closed
+	batches chan int      // the size of each SendBatch call
+}
+
+func (c *batchSender) Send(f *Frame) error {
+	if c.hold.Load() {
+		c.held <- struct{}{}
+		<-c.gate
+	}
+	return c.chanSender.Send(f)
+}
+
+func (c *batchSender) SendBatch(frames []*Frame) error {
+	c.batches <- len(frames)
+	for _, f := range frames {
+		c.sent <- f.Msg
+	}
+	return nil
+}
+
+// TestWriterBatches: frames queued while the writer is busy go to a
+// BatchSender in one call, in order.
+func TestWriterBatches(t *testing.T) {
+	srv := newServerT(t, fastOptions())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &batchSender{
+		chanSender: chanSender{ctx: ctx, sent: make(chan *presencev1.ConnectResponse, 64)},
+		held:       make(chan struct{}, 1),
+		gate:       make(chan struct{}),
+		batches:    make(chan int, 64),
+	}
+	a := &attached{t: t, out: &out.chanSender, ended: make(chan error, 1)}
+	in, err := srv.Attach(out, func(err error) { a.ended <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.in = in
+	in.Frame(identify("bea"))
+	a.next() // Identified
+	out.hold.Store(true)
+	push := func(i int) {
+		t.Helper()
+		req := &presencev1.SendToUidRequest{Uid: "bea", Payload: &presencev1.SendToUidRequest_Data{Data: textData(fmt.Sprint(i))}}
+		if resp, err := srv.SendToUid(context.Background(), req); err != nil || resp.GetDelivered() != 1 {
+			t.Fatalf("SendToUid %d: %v, %v", i, resp, err)
+		}
+	}
+	push(0) // the writer takes it and is held in Send
+	<-out.held
+	for i := 1; i < 10; i++ {
+		push(i) // queued behind it
+	}
+	close(out.gate)
+	for i := range 10 {
+		if got := a.next().GetPush().GetData().GetStringValue(); got != fmt.Sprint(i) {
+			t.Fatalf("push %d carried %q", i, got)
+		}
+	}
+	if got := <-out.batches; got != 9 {
+		t.Fatalf("the 9 queued pushes went out in a batch of %d", got)
+	}
+	if len(out.batches) != 0 {
+		t.Fatalf("%d more batches, want none", len(out.batches))
+	}
+	a.in.Closed(io.EOF)
+	if err := a.end(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -33,6 +33,15 @@ type Sender interface {
 	Send(*Frame) error
 }
 
+// A BatchSender is a Sender that also sends several frames in one call,
+// in order and more cheaply than one at a time (lite: in one write). The
+// session's writer uses SendBatch when it finds more than one frame
+// queued, so a session that fell behind a burst catches up in batches.
+type BatchSender interface {
+	Sender
+	SendBatch([]*Frame) error
+}
+
 // Frame is one server frame on its way to one or many sessions. A frame
 // shared by many sessions (every push) is encoded once per codec and
 // compressor, not once per session; it is never modified after it is built.

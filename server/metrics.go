@@ -182,8 +182,13 @@ func (fc *frameCounters) inc(m protoreflect.Message) {
 }
 
 // countFrames wraps a session's Sender to count the frames it sends
-// (Inbound.Frame counts those received).
-func (m *metrics) countFrames(c Sender) Sender { return &countingSender{Sender: c, m: m} }
+// (Inbound.Frame counts those received). A BatchSender stays one.
+func (m *metrics) countFrames(c Sender) Sender {
+	if bs, ok := c.(BatchSender); ok {
+		return &countingBatchSender{countingSender{Sender: c, m: m}, bs}
+	}
+	return &countingSender{Sender: c, m: m}
+}
 
 // countingSender counts every frame sent.
 type countingSender struct {
@@ -195,6 +200,22 @@ func (c *countingSender) Send(f *Frame) error {
 	err := c.Sender.Send(f)
 	if err == nil {
 		c.m.frameOut(f.Msg)
+	}
+	return err
+}
+
+// countingBatchSender is countingSender for a BatchSender.
+type countingBatchSender struct {
+	countingSender
+	bs BatchSender
+}
+
+func (c *countingBatchSender) SendBatch(frames []*Frame) error {
+	err := c.bs.SendBatch(frames)
+	if err == nil {
+		for _, f := range frames {
+			c.m.frameOut(f.Msg)
+		}
 	}
 	return err
 }

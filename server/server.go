@@ -66,8 +66,7 @@ type Server struct {
 
 // testHooks let tests observe the engine without sleeping.
 type testHooks struct {
-	afterSend func(*session, *Frame)
-	ended     func(*session, *EndError)
+	ended func(*session, *EndError)
 }
 
 var (

@@ -107,12 +107,19 @@ func (s *session) appendLocked(f *Frame) {
 // an idle session holds at most 64 bytes for it.
 const keptQueueCap = 8
 
+// maxSendBatch bounds the frames a writer hands a BatchSender at once.
+const maxSendBatch = 64
+
 // writeLoop sends queued frames in order and exits when the queue is empty,
-// so an idle session has no writer goroutine.
+// so an idle session has no writer goroutine. With a BatchSender it sends
+// what is queued (up to maxSendBatch frames) in one call.
 func (s *session) writeLoop() {
+	bs, _ := s.conn.(BatchSender)
+	var batch []*Frame
 	for {
 		s.mu.Lock()
-		if s.head == len(s.queue) {
+		n := len(s.queue) - s.head
+		if n == 0 {
 			if cap(s.queue) > keptQueueCap {
 				s.queue = nil
 			}
@@ -121,13 +128,30 @@ func (s *session) writeLoop() {
 			s.mu.Unlock()
 			return
 		}
+		if bs == nil || n == 1 {
+			n = 1
+		} else {
+			n = min(n, maxSendBatch)
+			if cap(batch) < n {
+				batch = make([]*Frame, 0, maxSendBatch)
+			}
+			batch = append(batch[:0], s.queue[s.head:s.head+n]...)
+		}
 		f := s.queue[s.head]
-		s.queue[s.head] = nil
-		s.head++
-		s.queuedBytes -= f.size
+		for i := range n {
+			s.queuedBytes -= s.queue[s.head+i].size
+			s.queue[s.head+i] = nil
+		}
+		s.head += n
 		s.mu.Unlock()
 
-		if err := s.conn.Send(f); err != nil {
+		var err error
+		if n == 1 {
+			err = s.conn.Send(f)
+		} else {
+			err = bs.SendBatch(batch)
+		}
+		if err != nil {
 			s.end(&EndError{Reason: ReasonTransport, Msg: "sending to the client failed: " + err.Error()})
 			s.mu.Lock()
 			s.closed = true
@@ -137,9 +161,7 @@ func (s *session) writeLoop() {
 			s.mu.Unlock()
 			return
 		}
-		if s.srv.hooks.afterSend != nil {
-			s.srv.hooks.afterSend(s, f)
-		}
+		clear(batch)
 	}
 }
 
