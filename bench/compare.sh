@@ -16,7 +16,8 @@
 # (unicast too, when named),
 # IDLE_VARIANTS="before after after-buf8k after-buf4k",
 # MUX_VARIANTS="after after-buf4k" (the variants of fanout-mux),
-# FANOUT_VARIANTS="before after", UNICAST_VARIANTS="before after".
+# FANOUT_VARIANTS="before after", UNICAST_VARIANTS="before after",
+# CHURN_VARIANTS="before after" (churn runs only when named in ONLY).
 # Variants "lite" and "grpc" are this checkout's presenced with
 # --transport lite (the default since the third sitting) and grpc.
 # BENCH_ARGS: presencebench flags added to every run (e.g. "--client raw").
@@ -36,6 +37,7 @@ IDLE_VARIANTS=${IDLE_VARIANTS:-"before after after-buf8k after-buf4k"}
 MUX_VARIANTS=${MUX_VARIANTS:-"after after-buf4k"}
 FANOUT_VARIANTS=${FANOUT_VARIANTS:-"before after"}
 UNICAST_VARIANTS=${UNICAST_VARIANTS:-"before after"}
+CHURN_VARIANTS=${CHURN_VARIANTS:-"before after"}
 GRPC=127.0.0.1:19090
 HTTP=127.0.0.1:19080
 
@@ -96,6 +98,11 @@ for ((round = 1; round <= RUNS; round++)); do
 	if want unicast; then
 		for v in $UNICAST_VARIANTS; do
 			bench "$v" unicast "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s
+		done
+	fi
+	if want churn; then
+		for v in $CHURN_VARIANTS; do
+			bench "$v" churn "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s
 		done
 	fi
 	if want fanout-mux; then

@@ -166,9 +166,11 @@ type satResult struct {
 // saturate broadcasts back to back through pub, at most s.window in
 // flight (sent but not yet received by every session the server queued
 // them to), so that it measures how fast the server can deliver rather
-// than how fast its queues overflow; bounded by s.count and s.capAt. Then
-// it waits (5 s at most per broadcast) for the last receipts. elapsed runs
-// from the first send to the last receipt.
+// than how fast its queues overflow; bounded by s.count and s.capAt. The
+// Broadcast calls themselves overlap, as several backends' would: a call
+// waiting for the server counts against the window like a push on its
+// way to the clients. Then it waits (5 s at most per broadcast) for the
+// last receipts. elapsed runs from the first send to the last receipt.
 func saturate(ctx context.Context, pr *progress, tr *tracker, pub *publisher, s saturation) satResult {
 	var r satResult
 	srv0, cpu0 := s.srvCPU(), cpuNow()
@@ -182,21 +184,33 @@ func saturate(ctx context.Context, pr *progress, tr *tracker, pub *publisher, s 
 		lastSec = got
 		return fmt.Sprintf("saturation: %d/%d sent, %d deliveries (%d/s), %d sessions ended", ns, s.count, got, d, tr.ended.Load())
 	})
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex // guards r.errs and r.rpc while calls are in flight
+	)
 	for k := int64(0); k < int64(s.count) && ctx.Err() == nil && time.Now().Before(s.capAt); k++ {
 		idx := s.first + k
 		if k >= int64(s.window) && !tr.wait(idx-int64(s.window), s.capAt, ctx.Done()) {
 			break
 		}
-		t0 := time.Now()
-		resp, err := pub.broadcast(ctx, s.base+idx, t0.UnixNano())
-		if err != nil {
-			r.errs++
-			continue
-		}
-		r.rpc = append(r.rpc, time.Since(t0).Nanoseconds())
-		tr.sent(idx, resp.GetDelivered())
 		sent.Store(k + 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			resp, err := pub.broadcast(ctx, s.base+idx, t0.UnixNano())
+			rpc := time.Since(t0).Nanoseconds()
+			mu.Lock()
+			if err != nil {
+				r.errs++
+			} else {
+				r.rpc = append(r.rpc, rpc)
+			}
+			mu.Unlock()
+			tr.sent(idx, resp.GetDelivered()) // 0 when the call failed: nothing to wait for
+		}()
 	}
+	wg.Wait()
 	r.sent = sent.Load()
 	for k := int64(0); k < r.sent; k++ {
 		tr.wait(s.first+k, time.Now().Add(5*time.Second), ctx.Done())
