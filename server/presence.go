@@ -1,7 +1,6 @@
 package server
 
 import (
-	"container/list"
 	"sync"
 	"time"
 
@@ -92,7 +91,7 @@ func (p *presence) down(uid string, at time.Time) {
 // upLocked: uid has its first session; ONLINE unless back within the
 // grace period.
 func (p *presence) upLocked(uid string, at time.Time) {
-	p.lastSeen.remove(uid)
+	p.lastSeen.online(uid)
 	if t, ok := p.pending[uid]; ok {
 		// Back within the grace period: no OFFLINE, no ONLINE.
 		t.Stop()
@@ -165,44 +164,85 @@ func (p *presence) stop() {
 	}
 }
 
-// lastSeen remembers when uids went offline, bounded: past max entries the
-// oldest are forgotten (a query then reports last_seen unset).
+// lastSeen remembers when uids went offline, bounded: past max offline
+// uids the longest offline are forgotten (a query then reports last_seen
+// unset). A uid's entry is allocated once and reused: coming online
+// unlinks it from the order and keeps it for the uid's next disconnect,
+// so connect/disconnect cycles allocate nothing here, and the entries
+// that outlive a burst of sessions are not scattered among the sessions'
+// freed memory. Entries exist for the uids offline (at most max) and for
+// online uids that were offline before (one per online uid at most).
 type lastSeen struct {
-	max   int
-	order *list.List // of *seenEntry, oldest first
-	byUid map[string]*list.Element
+	max        int
+	n          int        // linked entries: the offline uids remembered
+	head, tail *seenEntry // linked, oldest first
+	byUid      map[string]*seenEntry
 }
 
 type seenEntry struct {
-	uid string
-	at  time.Time
+	uid        string
+	at         time.Time
+	prev, next *seenEntry
+	linked     bool // offline: in the order, with a time
 }
 
 func newLastSeen(max int) *lastSeen {
-	return &lastSeen{max: max, order: list.New(), byUid: make(map[string]*list.Element)}
+	return &lastSeen{max: max, byUid: make(map[string]*seenEntry)}
 }
 
+// set records that uid went offline at at.
 func (l *lastSeen) set(uid string, at time.Time) {
-	if e, ok := l.byUid[uid]; ok {
-		l.order.Remove(e)
+	e := l.byUid[uid]
+	if e == nil {
+		e = &seenEntry{uid: uid}
+		l.byUid[uid] = e
 	}
-	l.byUid[uid] = l.order.PushBack(&seenEntry{uid: uid, at: at})
-	for l.order.Len() > l.max {
-		old := l.order.Remove(l.order.Front()).(*seenEntry)
+	l.unlink(e)
+	e.at = at
+	e.linked = true
+	e.prev, e.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = e
+	} else {
+		l.head = e
+	}
+	l.tail = e
+	l.n++
+	for l.n > l.max {
+		old := l.head
+		l.unlink(old)
 		delete(l.byUid, old.uid)
 	}
 }
 
 func (l *lastSeen) get(uid string) (time.Time, bool) {
-	if e, ok := l.byUid[uid]; ok {
-		return e.Value.(*seenEntry).at, true
+	if e := l.byUid[uid]; e != nil && e.linked {
+		return e.at, true
 	}
 	return time.Time{}, false
 }
 
-func (l *lastSeen) remove(uid string) {
-	if e, ok := l.byUid[uid]; ok {
-		l.order.Remove(e)
-		delete(l.byUid, uid)
+// online forgets uid's last-seen time; its entry waits for the next set.
+func (l *lastSeen) online(uid string) {
+	if e := l.byUid[uid]; e != nil {
+		l.unlink(e)
 	}
+}
+
+func (l *lastSeen) unlink(e *seenEntry) {
+	if !e.linked {
+		return
+	}
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	e.prev, e.next, e.linked = nil, nil, false
+	l.n--
 }
