@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,7 +282,12 @@ func Start(cfg Config) (d *Daemon, err error) {
 	started := d // the error returns below set d to nil
 
 	d.metrics.MustRegister(
-		collectors.NewGoCollector(),
+		// The defaults, plus the live heap as the last GC marked it
+		// (go_gc_heap_live_bytes): unlike go_memstats_heap_*, it does not
+		// count what was allocated since, so it shows a leak, or its
+		// absence, without the noise of the allocations in between.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		srv.Collector(),
 	)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -432,7 +433,12 @@ func TestMetricsOverHTTP(t *testing.T) {
 		`presence_online_uids`: 0,
 		`presence_sessions_ended_total{reason="client_closed"}`: 1,
 	})
-	if m := scrapeMetrics(t, d); m["go_goroutines"] == 0 {
+	runtime.GC() // go_gc_heap_live_bytes is 0 until the first GC
+	m := scrapeMetrics(t, d)
+	if m["go_goroutines"] == 0 {
 		t.Errorf("go_goroutines missing: the runtime collectors must stay beside presence_*")
+	}
+	if m["go_gc_heap_live_bytes"] <= 0 {
+		t.Errorf("go_gc_heap_live_bytes = %v: the live heap as of the last GC must be exported", m["go_gc_heap_live_bytes"])
 	}
 }
