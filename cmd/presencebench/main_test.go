@@ -189,6 +189,9 @@ func TestScenariosInProcess(t *testing.T) {
 		if got := metricOf(t, r, "sessions"); got < 1 {
 			t.Errorf("sessions = %v; want > 0", got)
 		}
+		if got := metricOf(t, r, "heap_live.before"); got <= 0 {
+			t.Errorf("heap_live.before = %v MiB; want the server's go_gc_heap_live_bytes", got)
+		}
 	})
 }
 

@@ -200,6 +200,7 @@ type serverSample struct {
 	goroutines float64 // go_goroutines
 	heapInuse  float64 // go_memstats_heap_inuse_bytes
 	heapAlloc  float64 // go_memstats_heap_alloc_bytes: live objects (and not yet swept)
+	heapLive   float64 // go_gc_heap_live_bytes: marked live by the last GC; -1 if not exported
 	stackInuse float64 // go_memstats_stack_inuse_bytes
 	gcCount    float64 // go_gc_duration_seconds_count
 	sessions   float64 // presence_sessions if the server exports it, else -1
@@ -209,7 +210,7 @@ type serverSample struct {
 
 // sample reads the server's metrics, RSS and CPU.
 func (t *target) sample(ctx context.Context) (serverSample, error) {
-	s := serverSample{at: time.Now(), sessions: -1, rss: -1, cpu: -1}
+	s := serverSample{at: time.Now(), sessions: -1, rss: -1, cpu: -1, heapLive: -1}
 	m, err := t.metrics(ctx)
 	if err != nil {
 		return s, err
@@ -219,6 +220,9 @@ func (t *target) sample(ctx context.Context) (serverSample, error) {
 	s.heapAlloc = m["go_memstats_heap_alloc_bytes"]
 	s.stackInuse = m["go_memstats_stack_inuse_bytes"]
 	s.gcCount = m["go_gc_duration_seconds_count"]
+	if v, ok := m["go_gc_heap_live_bytes"]; ok {
+		s.heapLive = v
+	}
 	if v, ok := m["presence_sessions"]; ok {
 		s.sessions = v
 	}
