@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
@@ -30,6 +32,12 @@ func runChurn(ctx context.Context, e *env) error {
 	rep.Variant = fmt.Sprintf("workers=%d new-conn-per-cycle=%v uids=%d", workers, cfg.churnNewConn, cfg.churnUids)
 
 	settle := orDefault(cfg.settle, 6*time.Second)
+	cycle := churnCycle
+	if cfg.client == clientRaw {
+		cycle = func(ctx context.Context, e *env, _ *grpc.ClientConn, uid string, i int) error {
+			return rawChurnCycle(ctx, e.t, uid, i)
+		}
+	}
 	if n := cfg.churnUids; n > 0 {
 		// Warm-up: each uid of the population once, so that the state the
 		// server keeps per uid on purpose (its last-seen time) is in the
@@ -41,7 +49,7 @@ func runChurn(ctx context.Context, e *env) error {
 		for range min(workers, n) {
 			wg.Go(func() {
 				for i := next.Add(1) - 1; i < int64(n) && ctx.Err() == nil; i = next.Add(1) - 1 {
-					churnCycle(ctx, e, nil, fmt.Sprintf("%s-c%d", e.runID, i), int(i))
+					cycle(ctx, e, nil, fmt.Sprintf("%s-c%d", e.runID, i), int(i))
 				}
 			})
 		}
@@ -96,7 +104,7 @@ func runChurn(ctx context.Context, e *env) error {
 				if n := int64(e.cfg.churnUids); n > 0 {
 					u = i % n
 				}
-				err := churnCycle(ctx, e, cc, fmt.Sprintf("%s-c%d", e.runID, u), int(i))
+				err := cycle(ctx, e, cc, fmt.Sprintf("%s-c%d", e.runID, u), int(i))
 				if err != nil {
 					mu.Lock()
 					failures[status.Code(err).String()]++
@@ -210,6 +218,9 @@ func runChurn(ctx context.Context, e *env) error {
 	return nil
 }
 
+// churnCycleTimeout bounds one churn cycle, connection included.
+const churnCycleTimeout = 10 * time.Second
+
 // churnCycle is one session's life: Connect, Identify, Identified,
 // half-close, read to the end. cc nil means a connection of its own.
 func churnCycle(ctx context.Context, e *env, cc *grpc.ClientConn, uid string, i int) error {
@@ -221,7 +232,7 @@ func churnCycle(ctx context.Context, e *env, cc *grpc.ClientConn, uid string, i 
 		defer c.Close()
 		cc = c
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, churnCycleTimeout)
 	defer cancel()
 	stream, err := presencev1.NewPresenceServiceClient(cc).Connect(ctx, grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
@@ -252,4 +263,87 @@ func churnCycle(ctx context.Context, e *env, cc *grpc.ClientConn, uid string, i 
 			return err
 		}
 	}
+}
+
+// rawChurnCycle is churnCycle with the raw client (--client raw), on a new
+// connection from the i-th source address, all on the calling goroutine:
+// the preface, SETTINGS, HEADERS and Identify go out in one write, frames
+// are read until Identified, END_STREAM goes out, and frames are read
+// until the trailers, whose grpc-status must be 0. Errors are gRPC status
+// errors, as grpc-go's; the cycle's deadline or the run's end show as
+// DeadlineExceeded or Canceled.
+func rawChurnCycle(ctx context.Context, t *target, uid string, i int) error {
+	ctx, cancel := context.WithTimeout(ctx, churnCycleTimeout)
+	defer cancel()
+	err := rawCycle(ctx, t, uid, i)
+	if err != nil && ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return err
+}
+
+// rawBufs are a raw churn cycle's connection buffers, reused by later
+// cycles: a cycle moves a few hundred bytes, and new buffers for each would
+// be most of what the tool allocates.
+type rawBufs struct {
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+var rawBufPool = sync.Pool{New: func() any {
+	return &rawBufs{br: bufio.NewReaderSize(nil, 4<<10), bw: bufio.NewWriterSize(nil, 4<<10)}
+}}
+
+func rawCycle(ctx context.Context, t *target, uid string, i int) error {
+	c := &rawConn{addr: t.grpcAddr, src: sourceIP(i, t.srcAddrs), streams: map[uint32]*rawStream{}}
+	bufs := rawBufPool.Get().(*rawBufs)
+	defer rawBufPool.Put(bufs)
+	nc, err := c.handshake(ctx, bufs.br, bufs.bw) // within ctx; refuses anything but 127.0.0.0/8
+	if err != nil {
+		return fmt.Errorf("Connect: %w", err)
+	}
+	defer func() {
+		nc.Close()
+		bufs.br.Reset(nil)
+		bufs.bw.Reset(nil)
+	}()
+	c.nc = nc
+	// Every read and write is bounded by the cycle's deadline, and the
+	// run's end interrupts them.
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	s := &session{uid: uid, done: make(chan struct{})}
+	st := &rawStream{c: c, s: s, ready: make(chan struct{})}
+	s.sender = st
+	c.batch = true // Identify goes out with the preface: one write
+	err = s.identify()
+	c.batch = false
+	if err != nil {
+		return err
+	}
+	if err := c.bw.Flush(); err != nil {
+		return status.Errorf(codes.Unavailable, "connection preface: %v", err)
+	}
+	c.readUntil(st.ready)
+	if st.state == streamOpening {
+		return status.Error(codes.Internal, "no Identified, and the stream did not end")
+	}
+	if st.openErr != nil {
+		return fmt.Errorf("waiting for Identified %q: %w", uid, st.openErr)
+	}
+	if err := st.closeSend(); err != nil {
+		return err
+	}
+	c.readUntil(s.done)
+	if !s.ended() {
+		return status.Error(codes.Internal, "the stream did not end")
+	}
+	if errors.Is(s.endErr, io.EOF) {
+		return nil
+	}
+	return s.endErr
 }

@@ -31,7 +31,8 @@
 // reader and one heartbeat goroutine per connection, which costs the bench
 // a fraction of grpc-go's CPU per received message, so that a saturated
 // fan-out measures the server rather than the tool. raw runs idle, fanout,
-// unicast and silent.
+// unicast, silent and churn (each cycle on a connection of its own, read by
+// the cycle's goroutine: no goroutines per connection).
 //
 // Safety: it only ever talks to 127.0.0.0/8. Every address is resolved up
 // front and refused unless it is loopback, and every dial checks again.
@@ -171,7 +172,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.DurationVar(&c.baseline, "baseline", 5*time.Second, "slow: phase with every client reading, before 1% stop")
 	fs.BoolVar(&c.churnNewConn, "churn-new-conn", true, "churn: a new TCP connection per cycle (false: cycle streams over --workers kept connections)")
 	fs.BoolVar(&c.clientBDP, "client-bdp", false, "clients use grpc-go's default dynamic HTTP/2 windows (BDP estimation: a ping to the server after each burst it sends) instead of the static 64 KiB windows the Go client sets")
-	fs.StringVar(&c.client, "client", clientGRPC, "the client carrying the sessions: grpc (grpc-go) or raw (the bench's own minimal HTTP/2 client: one reader goroutine per connection, for a lower cost per received message; idle, fanout, unicast and silent only)")
+	fs.StringVar(&c.client, "client", clientGRPC, "the client carrying the sessions: grpc (grpc-go) or raw (the bench's own minimal HTTP/2 client: one reader goroutine per connection, for a lower cost per received message and per churn cycle; idle, fanout, unicast, silent and churn (with --churn-new-conn) only)")
 	fs.IntVar(&c.churnUids, "churn-uids", 1000, "churn: cycle over this many uids, as users reconnecting do (0: a new uid every cycle; the server then keeps a last-seen time for each, up to --last-seen-max, which shows in the heap)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed (uid choice in unicast)")
 
@@ -224,6 +225,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	}
 	if err := clientSupports(c.client, c.scenario); err != nil {
 		return nil, fs, err
+	}
+	if c.client == clientRaw && c.scenario == "churn" && !c.churnNewConn {
+		return nil, fs, errors.New("--client raw runs churn with a new connection per cycle only; --churn-new-conn=false needs --client grpc")
 	}
 	if c.client == clientRaw && c.clientBDP {
 		return nil, fs, errors.New("--client-bdp is a setting of grpc-go's client; --client raw always uses static 64 KiB windows")

@@ -193,6 +193,21 @@ func TestScenariosInProcess(t *testing.T) {
 			t.Errorf("heap_live.before = %v MiB; want the server's go_gc_heap_live_bytes", got)
 		}
 	})
+	t.Run("churn raw", func(t *testing.T) {
+		t.Parallel()
+		// Each cycle on a connection of its own, read by the cycle's
+		// goroutine: every one must end with the server's OK.
+		r, table := runReport(t, "--inprocess", "--scenario", "churn", "--client", "raw", "--workers", "4", "--count", "200", "--duration", "2s")
+		checkRawReport(t, r, table)
+		if got := metricOf(t, r, "sessions"); got < 1 {
+			t.Errorf("sessions = %v; want > 0", got)
+		}
+		for _, m := range r.Metrics {
+			if m.Name == "sessions" && m.Note != "failures map[]" {
+				t.Errorf("sessions: %s; want no failures", m.Note)
+			}
+		}
+	})
 }
 
 // checkRawReport checks that an in-process run says it used the raw client.
@@ -220,7 +235,9 @@ func TestClientFlag(t *testing.T) {
 		{[]string{"--scenario", "fanout"}, ""},
 		{[]string{"--scenario", "fanout", "--client", "quic"}, "want grpc or raw"},
 		{[]string{"--scenario", "slow", "--client", "raw"}, "does not support --scenario slow"},
-		{[]string{"--scenario", "churn", "--client", "raw"}, "does not support --scenario churn"},
+		{[]string{"--scenario", "churn", "--client", "raw"}, ""},
+		{[]string{"--scenario", "churn", "--client", "raw", "--churn-new-conn=false"}, "--churn-new-conn=false needs --client grpc"},
+		{[]string{"--scenario", "cluster", "--client", "raw"}, "does not support --scenario cluster"},
 		{[]string{"--scenario", "fanout", "--client", "raw", "--client-bdp"}, "--client-bdp"},
 	} {
 		cfg, _, err := parseFlags(c.args, io.Discard)

@@ -41,8 +41,12 @@ import (
 // against presenced, and no more.
 //
 // What it does not do: stop reading one stream (the slow scenario's
-// stall), and it carries only Connect streams (churn and cluster use grpc-go
+// stall), and it carries only Connect streams (cluster uses grpc-go
 // directly). Those scenarios refuse --client raw (clientSupports).
+//
+// churn's cycles (rawChurnCycle) use a rawConn of their own without its
+// goroutines: the cycle's goroutine writes, and reads the connection with
+// readUntil, from dial to close.
 
 const (
 	clientGRPC = "grpc"
@@ -65,7 +69,7 @@ func clientSupports(kind, scenario string) error {
 		return fmt.Errorf("--client %q: want grpc or raw", kind)
 	}
 	switch scenario {
-	case "idle", "fanout", "unicast", "silent":
+	case "idle", "fanout", "unicast", "silent", "churn":
 		return nil
 	case "slow":
 		return errors.New("--client raw does not support --scenario slow: its stalled clients stop reading one stream, and the raw client reads all streams of a connection in one goroutine; use --client grpc")
@@ -133,8 +137,9 @@ type rawStream struct {
 	id uint32 // 0 until the HEADERS are written; set under c.wmu and c.mu
 
 	// Under c.wmu.
-	sendWin int64
-	reset   bool // RST_STREAM sent: nothing more may be sent
+	sendWin    int64
+	reset      bool // RST_STREAM sent: nothing more may be sent
+	halfClosed bool // END_STREAM sent (closeSend): nothing more may be sent
 
 	// Under c.mu.
 	state   streamState
@@ -171,20 +176,10 @@ func (c *rawConn) connect(ctx context.Context) error {
 	if closed {
 		return status.Error(codes.Unavailable, "connection closed")
 	}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	nc, err := loopbackDialer(c.src)(dctx, c.addr) // refuses anything but 127.0.0.0/8
+	nc, err := c.handshake(ctx, bufio.NewReaderSize(nil, 32<<10), bufio.NewWriterSize(nil, 16<<10))
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "dial %s: %v", c.addr, err)
+		return err
 	}
-	c.bw = bufio.NewWriterSize(nc, 16<<10)
-	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, 32<<10))
-	c.fr.SetReuseFrames()
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.sendWin, c.peerInitWin, c.peerMaxSize = 65535, 65535, 16384
-	c.bw.WriteString(http2.ClientPreface)
-	c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: rawWindow})
 	if err := c.bw.Flush(); err != nil {
 		nc.Close()
 		return status.Errorf(codes.Unavailable, "connection preface: %v", err)
@@ -193,6 +188,30 @@ func (c *rawConn) connect(ctx context.Context) error {
 	c.wg.Add(1)
 	go c.readLoop()
 	return nil
+}
+
+// handshake dials the connection (within 10 s), sets up the framer on br
+// and bw (reset to read and write it), and writes the client preface and
+// SETTINGS into bw without flushing them. The caller flushes and sets
+// c.nc; until then c is its own.
+func (c *rawConn) handshake(ctx context.Context, br *bufio.Reader, bw *bufio.Writer) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	nc, err := loopbackDialer(c.src)(dctx, c.addr) // refuses anything but 127.0.0.0/8
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "dial %s: %v", c.addr, err)
+	}
+	br.Reset(nc)
+	bw.Reset(nc)
+	c.bw = bw
+	c.fr = http2.NewFramer(c.bw, br)
+	c.fr.SetReuseFrames()
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.sendWin, c.peerInitWin, c.peerMaxSize = 65535, 65535, 16384
+	c.bw.WriteString(http2.ClientPreface)
+	c.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: rawWindow})
+	return nc, nil
 }
 
 // close closes the connection and waits for its goroutines; streams still
@@ -259,6 +278,9 @@ func (st *rawStream) Send(req *presencev1.ConnectRequest) error {
 	if st.reset {
 		return status.Error(codes.Canceled, "stream reset")
 	}
+	if st.halfClosed {
+		return status.Error(codes.Internal, "SendMsg called after CloseSend")
+	}
 	if st.id == 0 {
 		if c.goaway {
 			return status.Error(codes.Unavailable, "the server sent GOAWAY")
@@ -312,6 +334,32 @@ func (st *rawStream) Send(req *presencev1.ConnectRequest) error {
 	return nil
 }
 
+// closeSend half-closes the stream, as grpc-go's CloseSend: an empty DATA
+// frame with END_STREAM, flushed. Nothing more is sent on it after, and
+// its end after the server's trailers needs no RST_STREAM.
+func (st *rawStream) closeSend() error {
+	c := st.c
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return status.Errorf(codes.Unavailable, "connection broken: %v", c.werr)
+	}
+	if st.reset || st.halfClosed {
+		return nil // as grpc-go: CloseSend on an ended stream is no error
+	}
+	if st.id == 0 {
+		return status.Error(codes.Internal, "CloseSend before the stream was opened")
+	}
+	st.halfClosed = true
+	if err := c.fr.WriteData(st.id, true, nil); err != nil {
+		return c.failWrite(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return c.failWrite(err)
+	}
+	return nil
+}
+
 // failWrite records a broken connection (under wmu) and closes it, so the
 // reader ends every stream.
 func (c *rawConn) failWrite(err error) error {
@@ -350,13 +398,28 @@ func (c *rawConn) abort(st *rawStream, err error) {
 
 // reset sends RST_STREAM for st once.
 func (c *rawConn) reset(st *rawStream, code http2.ErrCode) {
+	c.writeControl(func() error { return c.writeRST(st, code) })
+}
+
+// closeEnded closes st, which the server ended (END_STREAM), on the
+// bench's side too: RST_STREAM NO_ERROR, unless the bench has half-closed
+// it already, which closed it both ways (grpc-go sends none either).
+func (c *rawConn) closeEnded(st *rawStream) {
 	c.writeControl(func() error {
-		if st.id == 0 || st.reset {
+		if st.halfClosed {
 			return nil
 		}
-		st.reset = true
-		return c.fr.WriteRSTStream(st.id, code)
+		return c.writeRST(st, http2.ErrCodeNo)
 	})
+}
+
+// writeRST writes RST_STREAM for st unless it has been (under wmu).
+func (c *rawConn) writeRST(st *rawStream, code http2.ErrCode) error {
+	if st.id == 0 || st.reset {
+		return nil
+	}
+	st.reset = true
+	return c.fr.WriteRSTStream(st.id, code)
 }
 
 // endLocked ends st with err at now, under c.mu: before Identified it
@@ -440,44 +503,74 @@ func (c *rawConn) readLoop() {
 	defer c.wg.Done()
 	defer close(c.done)
 	var err error
-	for {
-		var fr http2.Frame
-		fr, err = c.fr.ReadFrame()
-		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				c.endID(se.StreamID, status.Errorf(codes.Internal, "HTTP/2 stream error: %v", se), se.Code)
-				continue
-			}
-			break
+	for err == nil {
+		err = c.readFrame()
+	}
+	c.shut(err)
+}
+
+// readFrame reads one frame and handles it. An error means the connection
+// is broken (a stream error only ends its stream). The reader's only.
+func (c *rawConn) readFrame() error {
+	fr, err := c.fr.ReadFrame()
+	if err != nil {
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			c.endID(se.StreamID, status.Errorf(codes.Internal, "HTTP/2 stream error: %v", se), se.Code)
+			return nil
 		}
-		now := time.Now().UnixNano()
-		switch f := fr.(type) {
-		case *http2.DataFrame:
-			c.onData(f, now)
-		case *http2.MetaHeadersFrame:
-			c.onHeaders(f, now)
-		case *http2.RSTStreamFrame:
-			c.mu.Lock()
-			if st := c.streams[f.StreamID]; st != nil {
-				c.endLocked(st, rstStatus(f.ErrCode), now)
-			}
-			c.mu.Unlock()
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				c.onSettings(f)
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				data := f.Data
-				c.writeControl(func() error { return c.fr.WritePing(true, data) })
-			}
-		case *http2.WindowUpdateFrame:
-			c.onWindowUpdate(f)
-		case *http2.GoAwayFrame:
-			c.onGoAway(f, now)
+		return err
+	}
+	now := time.Now().UnixNano()
+	switch f := fr.(type) {
+	case *http2.DataFrame:
+		c.onData(f, now)
+	case *http2.MetaHeadersFrame:
+		c.onHeaders(f, now)
+	case *http2.RSTStreamFrame:
+		c.mu.Lock()
+		if st := c.streams[f.StreamID]; st != nil {
+			c.endLocked(st, rstStatus(f.ErrCode), now)
+		}
+		c.mu.Unlock()
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			c.onSettings(f)
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			data := f.Data
+			c.writeControl(func() error { return c.fr.WritePing(true, data) })
+		}
+	case *http2.WindowUpdateFrame:
+		c.onWindowUpdate(f)
+	case *http2.GoAwayFrame:
+		c.onGoAway(f, now)
+	}
+	return nil
+}
+
+// readUntil reads and handles frames on the calling goroutine until done
+// is closed, for a connection without a reader goroutine (the raw churn
+// cycle). A broken connection ends its streams, which closes their ready
+// or session done; it returns then too.
+func (c *rawConn) readUntil(done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		if err := c.readFrame(); err != nil {
+			c.shut(err)
+			return
 		}
 	}
+}
+
+// shut closes the connection, broken by err, and ends the streams still
+// open as Unavailable. The reader's, at its end.
+func (c *rawConn) shut(err error) {
 	c.nc.Close()
 	c.mu.Lock()
 	c.closed = true
@@ -653,9 +746,13 @@ func (c *rawConn) onHeaders(f *http2.MetaHeadersFrame, now int64) {
 		ended = c.endLocked(st, err, now)
 	}
 	c.mu.Unlock()
-	if ended {
-		// The server is done with the stream; closing our side too
-		// frees it on both ends (grpc-go does the same).
+	// The server is done with the stream; closing our side too frees it
+	// on both ends (grpc-go does the same), unless both sides have sent
+	// END_STREAM (closeEnded).
+	switch {
+	case ended && f.StreamEnded():
+		c.closeEnded(st)
+	case ended:
 		c.reset(st, http2.ErrCodeNo)
 	}
 }
