@@ -41,15 +41,8 @@ func (st *Stream) sendMsg(msg []byte) error {
 		if off == 0 {
 			need = max(1, min(total, wholeMessageMax, c.peerInitWin))
 		}
-		for !st.ended && !c.closed && (st.sendWindow < need || c.sendWindow < need) {
-			c.cond.Wait()
-		}
-		if st.ended || c.closed {
-			err := st.endErr
+		if err := st.awaitWindowLocked(need); err != nil {
 			c.mu.Unlock()
-			if err == nil {
-				err = errConnClosed
-			}
 			return err
 		}
 		n := min(total-off, st.sendWindow, c.sendWindow, maxWriteBatch)
@@ -58,25 +51,13 @@ func (st *Stream) sendMsg(msg []byte) error {
 		maxFrame := c.peerMaxFrame
 		c.mu.Unlock()
 
-		bp := getWriteBuf()
-		c.wmu.Lock()
-		if st.endSent {
-			c.wmu.Unlock()
-			putWriteBuf(bp)
-			return errFinished
-		}
-		b := *bp
-		if !st.hdrSent {
-			b = st.appendHeadersLocked(b, maxFrame)
+		bp, b, err := st.startData(maxFrame)
+		if err != nil {
+			return err
 		}
 		b = appendData(b, st.id, prefix[:], msg, int(off), int(n), maxFrame)
-		c.resetPingStrikes.Store(true)
-		err := c.writeBatchLocked(b)
-		c.wmu.Unlock()
-		*bp = b
-		putWriteBuf(bp)
-		if err != nil {
-			return errConnClosed
+		if err := st.flushData(bp, b); err != nil {
+			return err
 		}
 		off += n
 	}
@@ -118,15 +99,8 @@ func (st *Stream) sendSmall(msgs [][]byte) (int, error) {
 		c.mu.Unlock()
 		return 0, nil
 	}
-	for !st.ended && !c.closed && (st.sendWindow < first || c.sendWindow < first) {
-		c.cond.Wait()
-	}
-	if st.ended || c.closed {
-		err := st.endErr
+	if err := st.awaitWindowLocked(first); err != nil {
 		c.mu.Unlock()
-		if err == nil {
-			err = errConnClosed
-		}
 		return 0, err
 	}
 	avail := min(st.sendWindow, c.sendWindow, maxWriteBatch)
@@ -143,31 +117,69 @@ func (st *Stream) sendSmall(msgs [][]byte) (int, error) {
 	maxFrame := c.peerMaxFrame
 	c.mu.Unlock()
 
-	bp := getWriteBuf()
-	c.wmu.Lock()
-	if st.endSent {
-		c.wmu.Unlock()
-		putWriteBuf(bp)
-		return 0, errFinished
-	}
-	b := *bp
-	if !st.hdrSent {
-		b = st.appendHeadersLocked(b, maxFrame)
+	bp, b, err := st.startData(maxFrame)
+	if err != nil {
+		return 0, err
 	}
 	var prefix [5]byte
 	for _, msg := range msgs[:k] {
 		binary.BigEndian.PutUint32(prefix[1:], uint32(len(msg)))
 		b = appendData(b, st.id, prefix[:], msg, 0, 5+len(msg), maxFrame)
 	}
+	if err := st.flushData(bp, b); err != nil {
+		return 0, err
+	}
+	return k, nil
+}
+
+// awaitWindowLocked waits until both send windows hold need bytes, or
+// fails once the stream or the connection ended. c.mu must be held.
+func (st *Stream) awaitWindowLocked(need int64) error {
+	c := st.c
+	for !st.ended && !c.closed && (st.sendWindow < need || c.sendWindow < need) {
+		c.cond.Wait()
+	}
+	if st.ended || c.closed {
+		if st.endErr != nil {
+			return st.endErr
+		}
+		return errConnClosed
+	}
+	return nil
+}
+
+// startData takes c.wmu and a pooled buffer, with the response HEADERS in
+// it if they are still to be sent; the caller appends DATA and calls
+// flushData. It fails, holding nothing, once the stream's end was sent.
+func (st *Stream) startData(maxFrame int) (*[]byte, []byte, error) {
+	c := st.c
+	bp := getWriteBuf()
+	c.wmu.Lock()
+	if st.endSent {
+		c.wmu.Unlock()
+		putWriteBuf(bp)
+		return nil, nil, errFinished
+	}
+	b := *bp
+	if !st.hdrSent {
+		b = st.appendHeadersLocked(b, maxFrame)
+	}
+	return bp, b, nil
+}
+
+// flushData queues b (built in bp by startData) for the connection's next
+// write, then releases c.wmu and the buffer.
+func (st *Stream) flushData(bp *[]byte, b []byte) error {
+	c := st.c
 	c.resetPingStrikes.Store(true)
 	err := c.writeBatchLocked(b)
 	c.wmu.Unlock()
 	*bp = b
 	putWriteBuf(bp)
 	if err != nil {
-		return 0, errConnClosed
+		return errConnClosed
 	}
-	return k, nil
+	return nil
 }
 
 // wholeMessageMax is the largest message sendMsg sends only whole (see
