@@ -14,7 +14,7 @@
 # Environment: RUNS=3, ONLY="idle idle-mux fanout fanout-bdp fanout-mux
 # unicast unicast-bdp silent slow slow-25 churn" (and, when named, the
 # diagnostics unicast-gcoff and unicast-1k, and the runs with the bench's
-# raw client fanout-raw, fanout-mux-raw, unicast-raw, and churn-long, twice
+# raw client fanout-raw, fanout-mux-raw, unicast-raw, churn-raw, and churn-long, twice
 # churn's cycles, to tell a leak, which grows with them, from a constant), SERVER_ARGS (presenced flags
 # for every run, e.g. "--transport lite"), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
 # (seconds to wait, before each run, for other processes to leave the CPUs
@@ -100,6 +100,7 @@ for ((round = 1; round <= RUNS; round++)); do
 	want slow-25 && bench slow-25 "$round" -- --scenario slow --sessions 1000 --slow-frac 0.01 --rate 25 --payload-bytes 1024 --baseline 5s --duration 20s
 	want churn && bench churn "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s
 	want churn-long && bench churn-long "$round" -- --scenario churn --workers 32 --count 100000 --duration 20s
+	want churn-raw && bench churn-raw "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s --client raw
 done
 
 # The cluster runs (bench/cluster.sh) have their own summary.
