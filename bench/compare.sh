@@ -17,7 +17,8 @@
 # IDLE_VARIANTS="before after after-buf8k after-buf4k",
 # MUX_VARIANTS="after after-buf4k" (the variants of fanout-mux),
 # FANOUT_VARIANTS="before after", UNICAST_VARIANTS="before after",
-# CHURN_VARIANTS="before after" (churn runs only when named in ONLY).
+# CHURN_VARIANTS="before after", SLOW_VARIANTS="before after" (churn and
+# slow run only when named in ONLY).
 # Variants "lite" and "grpc" are this checkout's presenced with
 # --transport lite (the default since the third sitting) and grpc.
 # BENCH_ARGS: presencebench flags added to every run (e.g. "--client raw").
@@ -38,6 +39,7 @@ MUX_VARIANTS=${MUX_VARIANTS:-"after after-buf4k"}
 FANOUT_VARIANTS=${FANOUT_VARIANTS:-"before after"}
 UNICAST_VARIANTS=${UNICAST_VARIANTS:-"before after"}
 CHURN_VARIANTS=${CHURN_VARIANTS:-"before after"}
+SLOW_VARIANTS=${SLOW_VARIANTS:-"before after"}
 GRPC=127.0.0.1:19090
 HTTP=127.0.0.1:19080
 
@@ -103,6 +105,11 @@ for ((round = 1; round <= RUNS; round++)); do
 	if want churn; then
 		for v in $CHURN_VARIANTS; do
 			bench "$v" churn "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s
+		done
+	fi
+	if want slow; then
+		for v in $SLOW_VARIANTS; do
+			bench "$v" slow "$round" -- --scenario slow --sessions 1000 --slow-frac 0.01 --rate 50 --payload-bytes 1024 --baseline 5s --duration 20s
 		done
 	fi
 	if want fanout-mux; then
