@@ -30,8 +30,9 @@
 //   - the reader records every frame as a sign of life (one atomic store)
 //     and answers Ping; Identify is checked and the session registered on
 //     a short-lived goroutine, so the reader's stack stays small;
-//   - the writer, the only caller of Send, exists only while frames are
-//     queued: an idle session served by Serve costs the handler and the
+//   - the writer, the only caller of Send (and SendBatch), exists only
+//     while frames are queued; it hands a backlog to a BatchSender in one
+//     call. An idle session served by Serve costs the handler and the
 //     reader, one served through Attach nothing but its state.
 //
 // Pushes never block on a client: they go to a bounded queue (count and
