@@ -28,9 +28,29 @@ const registryShards = 64
 type shard struct {
 	mu   sync.RWMutex
 	uids map[string]*uidEntry // guarded by mu
-	// Kept by add and remove, so counts need not walk uids. Guarded by mu.
-	online   int // entries with at least one session
-	sessions int // sessions in all entries
+	// Kept by add and remove, so counts and a broadcast need not walk
+	// uids. Guarded by mu.
+	online int        // entries with at least one session
+	all    []*session // every session of every entry, in no order; a session's regIdx is its index
+}
+
+// link adds s to sh.all. sh.mu must be held.
+func (sh *shard) link(s *session) {
+	s.regIdx = len(sh.all)
+	sh.all = append(sh.all, s)
+}
+
+// unlink takes s out of sh.all, moving the last session into its place.
+// sh.mu must be held.
+func (sh *shard) unlink(s *session) {
+	last := sh.all[len(sh.all)-1]
+	sh.all[s.regIdx] = last
+	last.regIdx = s.regIdx
+	sh.all[len(sh.all)-1] = nil
+	sh.all = sh.all[:len(sh.all)-1]
+	if len(sh.all) == 0 && cap(sh.all) > 64 {
+		sh.all = nil // a shard that emptied gives back a large array
+	}
 }
 
 // uidEntry is one uid with live sessions or kept pushes. It exists while
@@ -90,7 +110,7 @@ func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEn
 		if len(e.sessions) > 0 && (others == 0 || !e.sessions[0].connectedAt.After(othersOldest)) {
 			replaced = e.sessions[0]
 			e.sessions = slices.Delete(e.sessions, 0, 1)
-			sh.sessions--
+			sh.unlink(replaced)
 			if len(e.sessions) == 0 {
 				sh.online-- // counted again below, as s joins
 			}
@@ -104,7 +124,7 @@ func (r *registry) add(s *session, max int, policy UidPolicy, joined func(*uidEn
 		sh.online++
 	}
 	e.sessions = append(e.sessions, s)
-	sh.sessions++
+	sh.link(s)
 	r.changed(s, e, true, s.connectedAt)
 	r.events.started(s, len(e.sessions) == 1)
 	if joined != nil {
@@ -127,7 +147,7 @@ func (r *registry) remove(s *session) {
 		return // already taken out when a newer session replaced it
 	}
 	e.sessions = slices.Delete(e.sessions, i, i+1)
-	sh.sessions--
+	sh.unlink(s)
 	if len(e.sessions) == 0 {
 		sh.online--
 	}
@@ -220,14 +240,13 @@ func (r *registry) uidsAfter(dst []string, after string) []string {
 }
 
 // appendAll appends every live session to dst and returns it. It copies
-// shard by shard, so it never holds more than one lock at a time.
+// shard by shard, so it never holds more than one lock at a time, and each
+// shard's sessions are one array (shard.all), not a walk of its uids.
 func (r *registry) appendAll(dst []*session) []*session {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.RLock()
-		for _, e := range sh.uids {
-			dst = append(dst, e.sessions...)
-		}
+		dst = append(dst, sh.all...)
 		sh.mu.RUnlock()
 	}
 	return dst
@@ -241,7 +260,7 @@ func (r *registry) counts() (uids, sessions int) {
 		sh := &r.shards[i]
 		sh.mu.RLock()
 		uids += sh.online
-		sessions += sh.sessions
+		sessions += len(sh.all)
 		sh.mu.RUnlock()
 	}
 	return uids, sessions
@@ -253,10 +272,8 @@ func (r *registry) each(f func(*session)) {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.RLock()
-		for _, e := range sh.uids {
-			for _, s := range e.sessions {
-				f(s)
-			}
+		for _, s := range sh.all {
+			f(s)
 		}
 		sh.mu.RUnlock()
 	}

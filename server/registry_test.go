@@ -32,14 +32,38 @@ func newBenchRegistry(n int) (*registry, []*session) {
 	return r, ss
 }
 
-// TestRegistryCounts proves the kept per-shard counts match a walk of the
-// registry through adds, replacements, refusals and removals.
+// TestRegistryCounts proves the kept per-shard counts, and the sessions
+// appendAll and each see, match a walk of the uid entries through adds,
+// replacements, refusals and removals.
 func TestRegistryCounts(t *testing.T) {
 	r := newRegistry(newPresence(-1, 10))
 	defer r.events.stop()
 	walk := func() (uids, sessions int) {
-		r.each(func(*session) { sessions++ })
-		return len(r.uidsAfter(nil, "")), sessions
+		inEntries := map[*session]bool{}
+		for i := range r.shards {
+			for _, e := range r.shards[i].uids {
+				for _, s := range e.sessions {
+					inEntries[s] = true
+				}
+			}
+		}
+		all := r.appendAll(nil)
+		var each int
+		r.each(func(s *session) {
+			each++
+			if !inEntries[s] {
+				t.Fatalf("each visits session %s of %s, which no uid entry holds", s.id, s.uid)
+			}
+		})
+		if len(all) != len(inEntries) || each != len(inEntries) {
+			t.Fatalf("appendAll has %d sessions, each visits %d; the uid entries hold %d", len(all), each, len(inEntries))
+		}
+		for _, s := range all {
+			if !inEntries[s] {
+				t.Fatalf("appendAll returns session %s of %s, which no uid entry holds", s.id, s.uid)
+			}
+		}
+		return len(r.uidsAfter(nil, "")), len(inEntries)
 	}
 	var live []*session
 	for i := range 200 {

@@ -30,6 +30,10 @@ type session struct {
 	cancel      context.CancelCauseFunc // ends the session with an *EndError cause; first cause wins
 	identified  chan struct{}           // closed by the handler once registered; lets the reader go on
 
+	// regIdx is the session's index in its registry shard's all. Guarded
+	// by the uid's shard lock.
+	regIdx int
+
 	// uidFloor is the uid log seq up to which the session got its uid's
 	// pushes by replay at Identify (pushes still on their way to this node
 	// then are not queued to it again). Guarded by the uid's shard lock.
