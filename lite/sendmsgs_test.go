@@ -70,6 +70,24 @@ func sendMsgsServer(t *testing.T, msgs [][]byte) (string, <-chan error, <-chan i
 	return l.Addr().String(), errc, writes
 }
 
+// sendAndRead has a sendMsgsServer send msgs to a chat stream with static
+// 64 KiB windows, reads them (slowly if slow) and checks them, and returns
+// the writes the SendMsgs call made.
+func sendAndRead(t *testing.T, msgs [][]byte, slow bool) int64 {
+	t.Helper()
+	addr, errc, writes := sendMsgsServer(t, msgs)
+	cc := dial(t, addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs := newChat(t, ctx, cc)
+	sendString(t, cs, "go")
+	recvSeq(t, cs, msgs, slow)
+	if err := waitErr(t, errc, 5*time.Second); err != nil {
+		t.Fatalf("SendMsgs: %v", err)
+	}
+	return <-writes
+}
+
 // seqMsg is a BytesValue of n bytes that starts with i.
 func seqMsg(i, n int) []byte {
 	b := make([]byte, n)
@@ -111,17 +129,8 @@ func TestSendMsgsInOrder(t *testing.T) {
 		}
 		msgs = append(msgs, seqMsg(i, n))
 	}
-	addr, errc, writes := sendMsgsServer(t, msgs)
-	cc := dial(t, addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cs := newChat(t, ctx, cc)
-	sendString(t, cs, "go")
-	recvSeq(t, cs, msgs, true)
-	if err := waitErr(t, errc, 5*time.Second); err != nil {
-		t.Fatalf("SendMsgs: %v", err)
-	}
-	t.Logf("%d messages in %d writes", len(msgs), <-writes)
+	writes := sendAndRead(t, msgs, true)
+	t.Logf("%d messages in %d writes", len(msgs), writes)
 }
 
 // TestSendMsgsOneWrite: small messages that fit the windows go out in one
@@ -131,19 +140,10 @@ func TestSendMsgsOneWrite(t *testing.T) {
 	for i := range 100 {
 		msgs = append(msgs, seqMsg(i, 100))
 	}
-	addr, errc, writes := sendMsgsServer(t, msgs)
-	cc := dial(t, addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cs := newChat(t, ctx, cc)
-	sendString(t, cs, "go")
-	recvSeq(t, cs, msgs, false)
-	if err := waitErr(t, errc, 5*time.Second); err != nil {
-		t.Fatalf("SendMsgs: %v", err)
-	}
+	writes := sendAndRead(t, msgs, false)
 	// Headers and all 100 messages in one write; a write of the server's
 	// own (a SETTINGS ack, a PING ack) may fall within the call.
-	if n := <-writes; n > 2 {
+	if n := writes; n > 2 {
 		t.Fatalf("SendMsgs of 100 small messages made %d writes, want at most 2", n)
 	}
 }

@@ -30,11 +30,7 @@ func BenchmarkRawVsGRPCReceive(b *testing.B) {
 	const sessions, conns, window = 1000, 10, 16
 	for _, kind := range []string{clientGRPC, clientRaw} {
 		b.Run(kind, func(b *testing.B) {
-			d, err := daemon.Start(daemon.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer d.Shutdown(context.Background())
+			d := startBenchDaemon(b)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			t := &target{grpcAddr: d.GRPCAddr(), httpAddr: d.HTTPAddr(), srcAddrs: 16, staticWindow: true}
@@ -120,11 +116,7 @@ func BenchmarkRawVsGRPCReceive(b *testing.B) {
 func BenchmarkChurnCycle(b *testing.B) {
 	for _, kind := range []string{clientGRPC, clientRaw} {
 		b.Run(kind, func(b *testing.B) {
-			d, err := daemon.Start(daemon.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer d.Shutdown(context.Background())
+			d := startBenchDaemon(b)
 			ctx := context.Background()
 			e := &env{t: &target{grpcAddr: d.GRPCAddr(), httpAddr: d.HTTPAddr(), srcAddrs: 16}}
 			cycle := func(uid string, i int) error { return churnCycle(ctx, e, nil, uid, i) }
@@ -154,4 +146,16 @@ func BenchmarkChurnCycle(b *testing.B) {
 			b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/n, "B/cycle")
 		})
 	}
+}
+
+// startBenchDaemon starts a quiet daemon on 127.0.0.1 for a benchmark,
+// shut down when the benchmark ends.
+func startBenchDaemon(b *testing.B) *daemon.Daemon {
+	b.Helper()
+	d, err := daemon.Start(daemon.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Shutdown(context.Background()) })
+	return d
 }
