@@ -132,8 +132,9 @@ func (s *session) writeLoop() {
 			s.mu.Unlock()
 			return
 		}
+		var f *Frame // the one frame to Send, or nil for the batch
 		if bs == nil || n == 1 {
-			n = 1
+			n, f = 1, s.queue[s.head]
 		} else {
 			n = min(n, maxSendBatch)
 			if cap(batch) < n {
@@ -141,7 +142,6 @@ func (s *session) writeLoop() {
 			}
 			batch = append(batch[:0], s.queue[s.head:s.head+n]...)
 		}
-		f := s.queue[s.head]
 		for i := range n {
 			s.queuedBytes -= s.queue[s.head+i].size
 			s.queue[s.head+i] = nil
@@ -150,7 +150,7 @@ func (s *session) writeLoop() {
 		s.mu.Unlock()
 
 		var err error
-		if n == 1 {
+		if f != nil {
 			err = s.conn.Send(f)
 		} else {
 			err = bs.SendBatch(batch)
