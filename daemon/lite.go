@@ -103,6 +103,17 @@ func (c *liteConn) SendBatch(frames []*server.Frame) error {
 	return c.st.SendMsgs(msgs)
 }
 
+var _ server.DirectSender = (*liteConn)(nil)
+
+// TrySend queues f on the connection if the client's windows hold it now.
+func (c *liteConn) TrySend(f *server.Frame) (bool, error) {
+	b, err := f.Encoded()
+	if err != nil {
+		return false, err
+	}
+	return c.st.TrySend(b)
+}
+
 func (c *liteConn) Msg(b []byte) {
 	if c.stopped {
 		return

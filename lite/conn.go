@@ -822,6 +822,28 @@ func (c *conn) queueLocked(b []byte, yield bool) error {
 		runtime.Gosched()
 		c.wmu.Lock()
 	}
+	c.flushLocked()
+	return c.werr
+}
+
+// flushInBackground writes what is queued on a goroutine of its own,
+// unless one is writing already. wmu must be held.
+func (c *conn) flushInBackground() {
+	if c.flushing {
+		return
+	}
+	c.flushing = true
+	go func() {
+		c.wmu.Lock()
+		c.flushLocked()
+		c.wmu.Unlock()
+	}()
+}
+
+// flushLocked is the flush loop: it writes what is queued, batch after
+// batch, until nothing is or a write failed. The caller set c.flushing;
+// wmu must be held, and is released during each write.
+func (c *conn) flushLocked() {
 	for c.pending != nil && c.werr == nil {
 		bp := c.pending
 		c.pending = nil
@@ -842,7 +864,6 @@ func (c *conn) queueLocked(b []byte, yield bool) error {
 	}
 	c.flushing = false
 	c.flushed.Broadcast()
-	return c.werr
 }
 
 // waitFlushed waits until queued frames are written (or the write

@@ -21,7 +21,9 @@ import (
 // WINDOW_UPDATE, SETTINGS, stream end and connection close) without holding
 // the write mutex, then queues its frames under c.wmu; one goroutine at a
 // time writes what is queued (conn.writeLocked), so the messages of many
-// streams of a connection go out in one write.
+// streams of a connection go out in one write. TrySend never waits: it
+// queues a message the windows hold at once, and leaves the write to the
+// goroutine already writing or one it starts (conn.flushInBackground).
 
 // sendMsg sends msg as one gRPC message in DATA frames, response HEADERS
 // first if not yet sent.
@@ -84,6 +86,55 @@ func (st *Stream) SendMsgs(msgs [][]byte) error {
 		msgs = msgs[n:]
 	}
 	return nil
+}
+
+// TrySend sends msg as Send would, but only if it can at once: the
+// response HEADERS are out, the client's windows hold the whole message,
+// and the connection's write queue is short. It reports false, having
+// sent nothing, otherwise (Send waits instead). It never writes to the
+// socket itself: msg joins the connection's write queue and a goroutine
+// already writing, or one started for it, writes it. So a broadcast to
+// many streams of one connection costs one write and at most one
+// goroutine, and the caller never blocks on a client. It must not run
+// concurrently with Send or SendMsgs on the same stream; it fails like
+// them once the stream or connection ended.
+func (st *Stream) TrySend(msg []byte) (bool, error) {
+	c := st.c
+	total := int64(5 + len(msg))
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return false, errConnClosed
+	}
+	c.mu.Lock()
+	if st.ended || c.closed {
+		err := st.endErr
+		c.mu.Unlock()
+		if err == nil {
+			err = errConnClosed
+		}
+		return false, err
+	}
+	if !st.hdrSent || total > min(wholeMessageMax, c.peerInitWin) ||
+		st.sendWindow < total || c.sendWindow < total ||
+		(c.pending != nil && len(*c.pending) >= maxPending) {
+		c.mu.Unlock()
+		return false, nil
+	}
+	st.sendWindow -= total
+	c.sendWindow -= total
+	maxFrame := c.peerMaxFrame
+	c.mu.Unlock()
+
+	if c.pending == nil {
+		c.pending = getWriteBuf()
+	}
+	var prefix [5]byte
+	binary.BigEndian.PutUint32(prefix[1:], uint32(len(msg)))
+	*c.pending = appendData(*c.pending, st.id, prefix[:], msg, 0, int(total), maxFrame)
+	c.resetPingStrikes.Store(true)
+	c.flushInBackground()
+	return true, nil
 }
 
 // sendSmall sends, in one write, msgs[0] and as many of the messages after

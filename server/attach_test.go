@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -285,5 +287,133 @@ func TestWriterBatches(t *testing.T) {
 	a.in.Closed(io.EOF)
 	if err := a.end(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// directSender is a batchSender with TrySend, which takes frames while it
+// has room and can be made to fail.
+type directSender struct {
+	batchSender
+	room  atomic.Int64 // frames TrySend still takes
+	tried atomic.Int64 // TrySend calls
+	sends atomic.Int64 // Send and SendBatch calls
+	fail  atomic.Bool
+}
+
+func (c *directSender) Send(f *Frame) error {
+	c.sends.Add(1)
+	return c.batchSender.Send(f)
+}
+
+func (c *directSender) SendBatch(frames []*Frame) error {
+	c.sends.Add(1)
+	return c.batchSender.SendBatch(frames)
+}
+
+func (c *directSender) TrySend(f *Frame) (bool, error) {
+	c.tried.Add(1)
+	if c.fail.Load() {
+		return false, errors.New("broken pipe")
+	}
+	if c.room.Add(-1) < 0 {
+		c.room.Add(1)
+		return false, nil
+	}
+	c.sent <- f.Msg
+	return true, nil
+}
+
+// TestDirectSend: a session with nothing queued hands a push to its
+// DirectSender's TrySend, with no writer; a push TrySend refuses goes to a
+// writer, and while one runs TrySend is not called, so frames stay in
+// order. A failing TrySend ends the session and the push is not counted
+// as delivered.
+func TestDirectSend(t *testing.T) {
+	srv := newServerT(t, fastOptions())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &directSender{batchSender: batchSender{
+		chanSender: chanSender{ctx: ctx, sent: make(chan *presencev1.ConnectResponse, 64)},
+		held:       make(chan struct{}, 1),
+		gate:       make(chan struct{}),
+		batches:    make(chan int, 64),
+	}}
+	a := &attached{t: t, out: &out.chanSender, ended: make(chan error, 1)}
+	in, err := srv.Attach(out, func(err error) { a.ended <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.in = in
+	s := in.s
+	noWriter := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return !s.writing
+	}
+	push := func(i int, want uint32) {
+		t.Helper()
+		req := &presencev1.SendToUidRequest{Uid: "dee", Payload: &presencev1.SendToUidRequest_Data{Data: textData(fmt.Sprint(i))}}
+		if resp, err := srv.SendToUid(context.Background(), req); err != nil || resp.GetDelivered() != want {
+			t.Fatalf("SendToUid %d: %v, %v; want delivered %d", i, resp, err, want)
+		}
+	}
+	expect := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if got := a.next().GetPush().GetData().GetStringValue(); got != fmt.Sprint(i) {
+				t.Fatalf("push %d carried %q", i, got)
+			}
+		}
+	}
+	pushesOut := testutil.ToFloat64(srv.metrics.pushesOut)
+
+	in.Frame(identify("dee"))
+	if a.next().GetIdentified() == nil { // by the writer: Identified is queued first
+		t.Fatal("the first frame is not Identified")
+	}
+	waitFor(t, time.Second, "the writer to exit", noWriter)
+
+	out.room.Store(3)
+	for i := range 3 {
+		push(i, 1)
+		if !noWriter() {
+			t.Fatalf("push %d, taken by TrySend, started a writer", i)
+		}
+	}
+	expect(0, 3)
+	if n := out.sends.Load(); n != 1 {
+		t.Fatalf("%d Send calls, want 1 (Identified)", n)
+	}
+	if got := testutil.ToFloat64(srv.metrics.pushesOut) - pushesOut; got != 3 {
+		t.Fatalf("pushes out counted %v, want 3", got)
+	}
+
+	// TrySend refuses push 3: a writer sends it, and is held in Send.
+	out.hold.Store(true)
+	push(3, 1)
+	<-out.held
+	out.hold.Store(false)
+	out.room.Store(100)
+	tried := out.tried.Load()
+	for i := 4; i < 8; i++ {
+		push(i, 1) // queued behind push 3, not tried
+	}
+	if n := out.tried.Load() - tried; n != 0 {
+		t.Fatalf("TrySend was called %d times while the writer ran", n)
+	}
+	close(out.gate)
+	expect(3, 8)
+	waitFor(t, time.Second, "the writer to exit", noWriter)
+	push(8, 1)
+	expect(8, 9)
+	if n := out.tried.Load() - tried; n != 1 {
+		t.Fatalf("TrySend was called %d times for the push after the writer exited, want 1", n)
+	}
+
+	out.fail.Store(true)
+	push(9, 0)
+	err = a.end()
+	if cause := asEndError(context.Cause(s.ctx)); cause.Reason != ReasonTransport {
+		t.Fatalf("ended by %v (status %v), want a transport failure", cause, err)
 	}
 }

@@ -64,9 +64,11 @@ func (srv *Server) Attach(out Sender, ended func(error)) (*Inbound, error) {
 		return nil, status.Error(codes.Unavailable, "the server is shutting down; reconnect in a few seconds")
 	}
 	ctx, cancel := context.WithCancelCause(out.Context())
+	direct, _ := out.(DirectSender)
 	s := &session{
 		srv:        srv,
 		conn:       srv.metrics.countFrames(out),
+		direct:     direct,
 		ctx:        ctx,
 		cancel:     func(e error) { cancel(e) },
 		identified: make(chan struct{}),

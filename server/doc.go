@@ -32,8 +32,12 @@
 //     a short-lived goroutine, so the reader's stack stays small;
 //   - the writer, the only caller of Send (and SendBatch), exists only
 //     while frames are queued; it hands a backlog to a BatchSender in one
-//     call. An idle session served by Serve costs the handler and the
-//     reader, one served through Attach nothing but its state.
+//     call. A session with nothing queued gives a frame to a
+//     DirectSender's TrySend first (lite: onto the connection's write
+//     queue, if the client's windows hold it), so a broadcast to idle
+//     sessions starts no goroutine per session. An idle session served by
+//     Serve costs the handler and the reader, one served through Attach
+//     nothing but its state.
 //
 // Pushes never block on a client: they go to a bounded queue (count and
 // bytes); a session whose queue overflows ends as a slow consumer. A push

@@ -42,6 +42,23 @@ type BatchSender interface {
 	SendBatch([]*Frame) error
 }
 
+// A DirectSender is a Sender that can also take a frame without waiting,
+// when the transport has room for it at once (lite: the client's windows
+// hold it and the connection's write queue is short), and then writes it
+// on its own. A session with nothing queued hands a frame to TrySend
+// instead of starting a writer, so a broadcast to idle sessions starts no
+// goroutine per session, and the many streams of one connection share one
+// write.
+type DirectSender interface {
+	Sender
+	// TrySend takes f and reports true, or reports false having taken
+	// nothing, in which case the session queues f for its writer. It must
+	// not block: it is called under the session's lock (and, for a push
+	// to a uid, the registry's). It is never called while a Send or
+	// SendBatch of the session runs. An error means the stream failed.
+	TrySend(*Frame) (bool, error)
+}
+
 // Frame is one server frame on its way to one or many sessions. A frame
 // shared by many sessions (every push) is encoded once per codec and
 // compressor, not once per session; it is never modified after it is built.

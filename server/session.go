@@ -22,6 +22,7 @@ type session struct {
 	// Set before the session is shared, read-only after.
 	srv         *Server
 	conn        Sender
+	direct      DirectSender // conn's, uncounted; nil if it is none
 	id          string
 	uid         string
 	labels      map[string]string
@@ -82,6 +83,21 @@ func (s *session) enqueue(f *Frame) bool {
 		s.end(endf(ReasonSlowConsumer,
 			"the client read too slowly: %d frames (%d bytes) were waiting to be sent; read faster or subscribe to less, then reconnect", n, queued))
 		return false
+	}
+	if s.direct != nil && !s.writing && s.head == len(s.queue) {
+		// Nothing queued ahead of f: the transport may take it at once.
+		sent, err := s.direct.TrySend(f)
+		if sent {
+			s.mu.Unlock()
+			s.srv.metrics.frameOut(f.Msg)
+			return true
+		}
+		if err != nil {
+			s.closed = true
+			s.mu.Unlock()
+			s.end(&EndError{Reason: ReasonTransport, Msg: "sending to the client failed: " + err.Error()})
+			return false
+		}
 	}
 	s.appendLocked(f)
 	s.mu.Unlock()

@@ -1,0 +1,185 @@
+package lite
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// namedStream is a server stream and the name its client sent first.
+type namedStream struct {
+	name int
+	st   *Stream
+}
+
+// helloServer serves a chat method whose first message, a number, makes
+// the server Send a 10-byte hello and hand the stream on, named by that
+// number. Before the hello it tries TrySend, which must refuse (the
+// response headers are not out); what it returned goes on refused.
+func helloServer(t *testing.T) (*countingListener, <-chan namedStream, <-chan error) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: l}
+	s := NewServer(Options{})
+	streams, refused := make(chan namedStream, 100), make(chan error, 100)
+	s.HandleEvents(chatMethod, func(st *Stream) Events {
+		return funcEvents{msg: func(b []byte) {
+			var m wrapperspb.StringValue
+			if err := proto.Unmarshal(b, &m); err != nil {
+				st.Finish(err)
+				return
+			}
+			name, _ := strconv.Atoi(m.Value)
+			go func() {
+				ok, err := st.TrySend(seqMsg(0, 10))
+				if ok {
+					err = errTrySendTooEarly
+				}
+				refused <- err
+				if err := st.Send(seqMsg(0, 10)); err == nil {
+					streams <- namedStream{name, st}
+				}
+			}()
+		}}
+	})
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(cl) }()
+	t.Cleanup(func() {
+		s.Stop()
+		<-done
+	})
+	return cl, streams, refused
+}
+
+var errTrySendTooEarly = errors.New("TrySend took a message before the response headers were sent")
+
+// openHellos opens n chat streams on cc, each named by its index, reads
+// their hellos, and returns the client streams and the server's streams by
+// name.
+func openHellos(t *testing.T, ctx context.Context, cc *grpc.ClientConn, n int, streams <-chan namedStream, refused <-chan error) ([]grpc.ClientStream, []*Stream) {
+	t.Helper()
+	css, sts := make([]grpc.ClientStream, n), make([]*Stream, n)
+	for i := range css {
+		css[i] = newChat(t, ctx, cc)
+		sendString(t, css[i], strconv.Itoa(i))
+		if err := waitErr(t, refused, 5*time.Second); err != nil {
+			t.Fatalf("TrySend before the headers: %v, want false and no error", err)
+		}
+		recvSeqOnly(t, css[i], seqMsg(0, 10))
+	}
+	for range n {
+		select {
+		case ns := <-streams:
+			sts[ns.name] = ns.st
+		case <-time.After(5 * time.Second):
+			t.Fatal("timed out waiting for the server's streams")
+		}
+	}
+	return css, sts
+}
+
+// recvSeqOnly reads one message and checks it is want.
+func recvSeqOnly(t *testing.T, cs grpc.ClientStream, want []byte) {
+	t.Helper()
+	m := new(wrapperspb.BytesValue)
+	if err := cs.RecvMsg(m); err != nil {
+		t.Fatalf("RecvMsg: %v", err)
+	}
+	if got := mustMarshal(m); string(got) != string(want) {
+		t.Fatalf("got a %d-byte message, want %d bytes", len(m.Value), len(want))
+	}
+}
+
+// TestTrySendManyStreamsFewWrites: a message to each of 50 streams of one
+// connection, the way a broadcast hands them over, arrives on each stream,
+// in far fewer writes than messages (Send makes at least one write per
+// message when nothing else is sending).
+func TestTrySendManyStreamsFewWrites(t *testing.T) {
+	const n = 50
+	cl, streams, refused := helloServer(t)
+	// Static windows: no BDP pings, whose acks the server would write.
+	cc := dial(t, cl.Addr().String(), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	css, sts := openHellos(t, ctx, cc, n, streams, refused)
+
+	before := cl.writes.Load()
+	for i, st := range sts {
+		ok, err := st.TrySend(seqMsg(i+1, 100))
+		if !ok || err != nil {
+			t.Fatalf("TrySend to stream %d: %v, %v; want true (its windows are open)", i, ok, err)
+		}
+	}
+	for i, cs := range css {
+		recvSeqOnly(t, cs, seqMsg(i+1, 100))
+	}
+	writes := cl.writes.Load() - before
+	t.Logf("%d messages to %d streams in %d writes", n, n, writes)
+	if writes > n/4 {
+		t.Fatalf("%d messages to the streams of one connection took %d writes, want at most %d", n, writes, n/4)
+	}
+}
+
+// TestTrySendRefusesWhatMustWait: to a client that reads nothing, TrySend
+// takes messages until the windows are full and then refuses without
+// blocking; Send, which waits, carries the rest once the client reads, and
+// every message arrives in order. Once the stream is finished TrySend
+// fails.
+func TestTrySendRefusesWhatMustWait(t *testing.T) {
+	cl, streams, refused := helloServer(t)
+	cc := dial(t, cl.Addr().String(), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	css, sts := openHellos(t, ctx, cc, 1, streams, refused)
+	cs, st := css[0], sts[0]
+
+	var msgs [][]byte
+	for i := range 200 { // 200 KiB: more than the 64 KiB windows
+		msg := seqMsg(i+1, 1000)
+		msgs = append(msgs, msg)
+		ok, err := st.TrySend(msg)
+		if err != nil {
+			t.Fatalf("TrySend %d: %v", i, err)
+		}
+		if !ok {
+			msgs = msgs[:i]
+			break
+		}
+	}
+	took := len(msgs)
+	t.Logf("TrySend took %d 1000-byte messages before refusing", took)
+	if took < 32 || took == 200 {
+		t.Fatalf("TrySend took %d messages of 1000 bytes with 64 KiB windows; want the windows' worth, about 65", took)
+	}
+	for i := took; i < took+20; i++ {
+		msgs = append(msgs, seqMsg(i+1, 1000))
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for _, msg := range msgs[took:] {
+			if err := st.Send(msg); err != nil {
+				errc <- err
+				return
+			}
+		}
+		st.Finish(nil)
+		errc <- nil
+	}()
+	recvSeq(t, cs, msgs, false)
+	if err := waitErr(t, errc, 5*time.Second); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if ok, err := st.TrySend(seqMsg(1, 10)); ok || err == nil {
+		t.Fatalf("TrySend after Finish: %v, %v; want false and an error", ok, err)
+	}
+}
