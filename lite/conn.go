@@ -827,23 +827,38 @@ func (c *conn) queueLocked(b []byte, yield bool) error {
 }
 
 // flushInBackground writes what is queued on a goroutine of its own,
-// unless one is writing already. wmu must be held. The goroutine yields
-// the processor once before its first write, as writeBatchLocked does:
-// under load the frames of the next broadcasts join the same write
-// (without it, a saturated fan-out over one connection per session made
-// one write per frame and delivered a quarter as much).
+// unless one is writing already. wmu must be held.
+//
+// The goroutine first lets the other runnable goroutines run, and again
+// while that adds to the queue (at most maxFlushDelays rounds), because a
+// write costs far more than the frames in it (≈40 µs on loopback, most of
+// it the kernel's). Idle, one round adds nothing and it writes at once;
+// under a stream of broadcasts the frames of the next ones join the same
+// write. Writing at the first chance, a saturated fan-out over one
+// connection per session made one write per 5 frames and delivered 70k/s;
+// waiting one round 150k/s; waiting while the queue grows, as here, 290k/s
+// (bench/results/direct-send*, BENCHMARKS.md).
 func (c *conn) flushInBackground() {
 	if c.flushing {
 		return
 	}
 	c.flushing = true
 	go func() {
-		runtime.Gosched()
 		c.wmu.Lock()
+		for i, n := 0, -1; i < maxFlushDelays && c.pending != nil && len(*c.pending) != n; i++ {
+			n = len(*c.pending)
+			c.wmu.Unlock()
+			runtime.Gosched()
+			c.wmu.Lock()
+		}
 		c.flushLocked()
 		c.wmu.Unlock()
 	}()
 }
+
+// maxFlushDelays bounds the scheduling rounds a background flush waits
+// for more frames (see flushInBackground).
+const maxFlushDelays = 8
 
 // flushLocked is the flush loop: it writes what is queued, batch after
 // batch, until nothing is or a write failed. The caller set c.flushing;
