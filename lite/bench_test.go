@@ -85,7 +85,7 @@ func serveBoth(b *testing.B, impl string) string {
 		b.Fatal(err)
 	}
 	switch impl {
-	case "lite", "lite-batch16":
+	case "lite", "lite-batch16", "lite-try":
 		s := NewServer(Options{})
 		s.HandleEvents(chatMethod, func(st *Stream) Events {
 			return funcEvents{
@@ -107,6 +107,16 @@ func serveBoth(b *testing.B, impl string) string {
 							}
 							for left := int(n.Value); left > 0; left -= len(batch) {
 								if st.SendMsgs(batch[:min(left, len(batch))]) != nil {
+									return
+								}
+							}
+						} else if impl == "lite-try" { // as a session with nothing queued
+							for range n.Value {
+								ok, err := st.TrySend(payload)
+								if err != nil {
+									return
+								}
+								if !ok && st.Send(payload) != nil {
 									return
 								}
 							}
@@ -262,10 +272,10 @@ func runIdleClients(addr string, count int) int {
 }
 
 // BenchmarkStreamSend: the server sends b.N 100-byte messages on one
-// stream to one client: one Send each (lite, grpc), or SendMsgs of 16
-// (lite-batch16).
+// stream to one client: one Send each (lite, grpc), SendMsgs of 16
+// (lite-batch16), or TrySend each, Send when it refuses (lite-try).
 func BenchmarkStreamSend(b *testing.B) {
-	for _, impl := range []string{"lite", "lite-batch16", "grpc"} {
+	for _, impl := range []string{"lite", "lite-batch16", "lite-try", "grpc"} {
 		b.Run(impl, func(b *testing.B) {
 			cc := dial(b, serveBoth(b, impl))
 			cs, err := cc.NewStream(context.Background(), chatDesc, "/lite.test.Echo/Flood")

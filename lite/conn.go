@@ -830,27 +830,33 @@ func (c *conn) queueLocked(b []byte, yield bool) error {
 // unless one is writing already. wmu must be held.
 //
 // The goroutine first lets the other runnable goroutines run, and again
-// while that adds to the queue (at most maxFlushDelays rounds), because a
-// write costs far more than the frames in it (≈40 µs on loopback, most of
-// it the kernel's). Idle, one round adds nothing and it writes at once;
-// under a stream of broadcasts the frames of the next ones join the same
-// write. Writing at the first chance, a saturated fan-out over one
-// connection per session made one write per 5 frames and delivered 70k/s;
-// waiting one round 150k/s; waiting while the queue grows, as here, 290k/s
-// (bench/results/direct-send*, BENCHMARKS.md).
+// while TrySend keeps queueing messages anywhere on the server (at most
+// maxFlushDelays rounds), because a write costs far more than the
+// frames in it (≈40 µs on loopback, most of it the kernel's). When a
+// round queues nothing (a lone push, or a broadcast's loop is over) it
+// writes; during a stream of broadcasts the frames of the next ones join
+// the same write. Writing at the first chance, a saturated fan-out over
+// one connection per session made one write per 5 frames and delivered
+// 70k/s; after one round 150k/s; as here, about what the writer-per-session
+// path did (bench/results/direct-send*, BENCHMARKS.md). The rounds read a
+// counter of the server's, not the connection, whose cache lines a wave
+// over 10,000 connections has long evicted.
 func (c *conn) flushInBackground() {
 	if c.flushing {
 		return
 	}
 	c.flushing = true
 	go func() {
-		c.wmu.Lock()
-		for i, n := 0, -1; i < maxFlushDelays && c.pending != nil && len(*c.pending) != n; i++ {
-			n = len(*c.pending)
-			c.wmu.Unlock()
+		n := c.srv.trySends.Load()
+		for range maxFlushDelays {
 			runtime.Gosched()
-			c.wmu.Lock()
+			m := c.srv.trySends.Load()
+			if m == n {
+				break
+			}
+			n = m
 		}
+		c.wmu.Lock()
 		c.flushLocked()
 		c.wmu.Unlock()
 	}()

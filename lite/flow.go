@@ -133,6 +133,7 @@ func (st *Stream) TrySend(msg []byte) (bool, error) {
 	binary.BigEndian.PutUint32(prefix[1:], uint32(len(msg)))
 	*c.pending = appendData(*c.pending, st.id, prefix[:], msg, 0, int(total), maxFrame)
 	c.resetPingStrikes.Store(true)
+	c.srv.trySends.Add(1)
 	c.flushInBackground()
 	return true, nil
 }

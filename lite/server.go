@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -144,6 +145,11 @@ type Server struct {
 	// handlers and services are written only before the first Serve.
 	handlers map[string]*methodHandler // by full method "/svc/m"
 	services map[string]*serviceInfo
+
+	// trySends counts the messages TrySend queued, on every connection:
+	// a background flush waits while it still rises (see
+	// conn.flushInBackground).
+	trySends atomic.Uint64
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
