@@ -172,7 +172,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.DurationVar(&c.baseline, "baseline", 5*time.Second, "slow: phase with every client reading, before 1% stop")
 	fs.BoolVar(&c.churnNewConn, "churn-new-conn", true, "churn: a new TCP connection per cycle (false: cycle streams over --workers kept connections)")
 	fs.BoolVar(&c.clientBDP, "client-bdp", false, "clients use grpc-go's default dynamic HTTP/2 windows (BDP estimation: a ping to the server after each burst it sends) instead of the static 64 KiB windows the Go client sets")
-	fs.StringVar(&c.client, "client", clientGRPC, "the client carrying the sessions: grpc (grpc-go) or raw (the bench's own minimal HTTP/2 client: one reader goroutine per connection, for a lower cost per received message and per churn cycle; idle, fanout, unicast, silent and churn (with --churn-new-conn) only)")
+	fs.StringVar(&c.client, "client", clientGRPC, "the client carrying the sessions: grpc (grpc-go) or raw (the bench's own minimal HTTP/2 client: one reader goroutine per connection, for a lower cost per received message and per churn cycle; idle, fanout, unicast, silent, churn (with --churn-new-conn) and slow (whose stalled sessions stay on grpc-go) only)")
 	fs.IntVar(&c.churnUids, "churn-uids", 1000, "churn: cycle over this many uids, as users reconnecting do (0: a new uid every cycle; the server then keeps a last-seen time for each, up to --last-seen-max, which shows in the heap)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed (uid choice in unicast)")
 

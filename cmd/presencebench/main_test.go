@@ -183,6 +183,22 @@ func TestScenariosInProcess(t *testing.T) {
 			t.Errorf("others.ended = %v; want 0", got)
 		}
 	})
+	t.Run("slow raw", func(t *testing.T) {
+		t.Parallel()
+		// The reading sessions on the raw client, the stalled ones on
+		// grpc-go's: every stalled one ends, no reading one does, and the
+		// reading ones' pushes were timed.
+		r, table := runReport(t, "--inprocess", "--client", "raw", "--scenario", "slow", "--sessions", "20", "--slow-frac", "0.1", "--rate", "150",
+			"--baseline", "500ms", "--duration", "10s")
+		checkRawReport(t, r, table)
+		checkPassed(t, r, "slow: every stalled client ended")
+		if got := metricOf(t, r, "others.ended"); got != 0 {
+			t.Errorf("others.ended = %v; want 0", got)
+		}
+		if got := metricOf(t, r, "others.baseline.p50"); got <= 0 {
+			t.Errorf("others.baseline.p50 = %v ms; want the raw sessions' pushes timed", got)
+		}
+	})
 	t.Run("churn", func(t *testing.T) {
 		t.Parallel()
 		r := runBench(t, "--inprocess", "--scenario", "churn", "--workers", "4", "--count", "200", "--duration", "2s")
@@ -234,7 +250,7 @@ func TestClientFlag(t *testing.T) {
 		{[]string{"--scenario", "idle", "--client", "raw"}, ""},
 		{[]string{"--scenario", "fanout"}, ""},
 		{[]string{"--scenario", "fanout", "--client", "quic"}, "want grpc or raw"},
-		{[]string{"--scenario", "slow", "--client", "raw"}, "does not support --scenario slow"},
+		{[]string{"--scenario", "slow", "--client", "raw"}, ""},
 		{[]string{"--scenario", "churn", "--client", "raw"}, ""},
 		{[]string{"--scenario", "churn", "--client", "raw", "--churn-new-conn=false"}, "--churn-new-conn=false needs --client grpc"},
 		{[]string{"--scenario", "cluster", "--client", "raw"}, "does not support --scenario cluster"},

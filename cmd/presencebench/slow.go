@@ -42,18 +42,20 @@ func runSlow(ctx context.Context, e *env) error {
 	rep.Variant = fmt.Sprintf("sessions=%d stalled=%d conns=%d+%d payload=%dB rate=%.0f/s", n, nSlow, nconns, nSlow, payload, rate)
 
 	var othersEnded atomic.Int64
-	conns, err := dialConns(e.t, nconns, 1, false)
+	// The reading sessions use --client's kind; the stalled ones are
+	// always grpc-go's, whose streams stop reading one at a time.
+	conns, err := dialClients(e.t, cfg.client, nconns, 1)
 	if err != nil {
 		return err
 	}
-	defer closeConns(conns)
+	defer conns.close()
 	slowConns, err := dialConns(e.t, nSlow, 1+nconns, true)
 	if err != nil {
 		return err
 	}
 	defer closeConns(slowConns)
 	others, _, err := openSessions(ctx, sessionSpec{
-		n: nOthers, conns: clientConns{grpc: conns}, prefix: e.runID, parallel: cfg.dialParallel,
+		n: nOthers, conns: conns, prefix: e.runID, parallel: cfg.dialParallel,
 		onPush: func(s *session, f *frameInfo, now int64) {
 			if f.t > 0 {
 				s.record(sample{idx: f.idx, total: now - f.t, toSrv: f.sentAt - f.t})
