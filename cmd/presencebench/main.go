@@ -158,7 +158,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.IntVar(&c.sourceAddrs, "source-addrs", 16, "client source addresses to spread sockets over (127.0.0.2 upwards)")
 	fs.IntVar(&c.dialParallel, "dial-parallel", 256, "sessions opened at once")
 
-	fs.DurationVar(&c.settle, "settle", 0, "idle: wait after the last session is identified (default heartbeat interval + 2s); silent: before going silent (default one interval); cluster: the idle CPU baseline before the pushes (default 2s); churn: after the churn, before the GCs (default 6s, past the presence grace)")
+	fs.DurationVar(&c.settle, "settle", 0, "idle: wait after the last session is identified (default heartbeat interval + 2s); silent: before going silent (default one interval); cluster: the idle CPU baseline before the pushes (default 2s); churn: after the churn, before the GCs (default 6s, past the presence grace); slow: broadcasts before the baseline, not measured (default 3s)")
 	fs.DurationVar(&c.duration, "duration", 0, "cap of the measured phase (default: fanout 15s fixed-rate phase, unicast 20s, cluster 20s unicast phase (its broadcast phase is capped at twice that), slow 20s stall phase, churn 10s, silent 3 timeouts + reap interval)")
 	fs.DurationVar(&c.deadline, "deadline", 10*time.Minute, "overall deadline of the run")
 	fs.Float64Var(&c.rate, "rate", 0, "offered rate per second (default: fanout 2 broadcasts, unicast 500 pushes, slow 50 broadcasts, cluster 500 pushes, half of them cross-node)")

@@ -177,10 +177,17 @@ func TestScenariosInProcess(t *testing.T) {
 		// The default queue (256 frames): a smaller one would also end
 		// reading sessions that fall behind under -race.
 		r := runBench(t, "--inprocess", "--scenario", "slow", "--sessions", "20", "--slow-frac", "0.1", "--rate", "150",
-			"--baseline", "500ms", "--duration", "10s")
+			"--settle", "300ms", "--baseline", "500ms", "--duration", "10s")
 		checkPassed(t, r, "slow: every stalled client ended")
 		if got := metricOf(t, r, "others.ended"); got != 0 {
 			t.Errorf("others.ended = %v; want 0", got)
+		}
+		// The baseline starts after the warm-up: 0.5 s at 150/s.
+		if got := r.Latencies["others.baseline"].Count; got < 18*70 || got > 18*80 {
+			t.Errorf("the baseline has %d samples; want the 18 reading sessions x about 75 pushes (0.5 s at 150/s), the warm-up's left out", got)
+		}
+		if got := metricOf(t, r, "others.p99_ratio_after"); got <= 0 {
+			t.Errorf("others.p99_ratio_after = %v; want the with-stalled p99 over the after-phase's", got)
 		}
 	})
 	t.Run("slow raw", func(t *testing.T) {
@@ -189,7 +196,7 @@ func TestScenariosInProcess(t *testing.T) {
 		// grpc-go's: every stalled one ends, no reading one does, and the
 		// reading ones' pushes were timed.
 		r, table := runReport(t, "--inprocess", "--client", "raw", "--scenario", "slow", "--sessions", "20", "--slow-frac", "0.1", "--rate", "150",
-			"--baseline", "500ms", "--duration", "10s")
+			"--settle", "300ms", "--baseline", "500ms", "--duration", "10s")
 		checkRawReport(t, r, table)
 		checkPassed(t, r, "slow: every stalled client ended")
 		if got := metricOf(t, r, "others.ended"); got != 0 {
