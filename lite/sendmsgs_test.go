@@ -43,12 +43,8 @@ func (c *countingConn) Write(b []byte) (int, error) {
 // the call's start) arrive on the returned channels.
 func sendMsgsServer(t *testing.T, msgs [][]byte) (string, <-chan error, <-chan int64) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &countingListener{Listener: l}
 	s := NewServer(Options{})
+	var cl *countingListener
 	errc, writes := make(chan error, 1), make(chan int64, 1)
 	s.HandleEvents(chatMethod, func(st *Stream) Events {
 		return funcEvents{msg: func([]byte) {
@@ -61,13 +57,26 @@ func sendMsgsServer(t *testing.T, msgs [][]byte) (string, <-chan error, <-chan i
 			}()
 		}}
 	})
+	cl = serveCounting(t, s)
+	return cl.Addr().String(), errc, writes
+}
+
+// serveCounting serves s on a fresh 127.0.0.1 listener that counts the
+// writes of its connections; the server is stopped when the test ends.
+func serveCounting(t *testing.T, s *Server) *countingListener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: l}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(cl) }()
 	t.Cleanup(func() {
 		s.Stop()
 		<-done
 	})
-	return l.Addr().String(), errc, writes
+	return cl
 }
 
 // sendAndRead has a sendMsgsServer send msgs to a chat stream with static

@@ -3,7 +3,6 @@ package lite
 import (
 	"context"
 	"errors"
-	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -25,11 +24,6 @@ type namedStream struct {
 // response headers are not out); what it returned goes on refused.
 func helloServer(t *testing.T) (*countingListener, <-chan namedStream, <-chan error) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &countingListener{Listener: l}
 	s := NewServer(Options{})
 	streams, refused := make(chan namedStream, 100), make(chan error, 100)
 	s.HandleEvents(chatMethod, func(st *Stream) Events {
@@ -52,13 +46,7 @@ func helloServer(t *testing.T) (*countingListener, <-chan namedStream, <-chan er
 			}()
 		}}
 	})
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(cl) }()
-	t.Cleanup(func() {
-		s.Stop()
-		<-done
-	})
-	return cl, streams, refused
+	return serveCounting(t, s), streams, refused
 }
 
 var errTrySendTooEarly = errors.New("TrySend took a message before the response headers were sent")

@@ -42,13 +42,8 @@ func attach(t *testing.T, srv *Server) *attached {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	a := &attached{t: t, out: &chanSender{ctx: ctx, sent: make(chan *presencev1.ConnectResponse, 64)}, ended: make(chan error, 1)}
-	in, err := srv.Attach(a.out, func(err error) { a.ended <- err })
-	if err != nil {
-		t.Fatalf("Attach: %v", err)
-	}
-	a.in = in
-	return a
+	out := &chanSender{ctx: ctx, sent: make(chan *presencev1.ConnectResponse, 64)}
+	return attachSender(t, srv, out, out)
 }
 
 func (a *attached) next() *presencev1.ConnectResponse {
@@ -223,6 +218,27 @@ type batchSender struct {
 	batches chan int      // the size of each SendBatch call
 }
 
+func newBatchSender(ctx context.Context) *batchSender {
+	return &batchSender{
+		chanSender: chanSender{ctx: ctx, sent: make(chan *presencev1.ConnectResponse, 64)},
+		held:       make(chan struct{}, 1),
+		gate:       make(chan struct{}),
+		batches:    make(chan int, 64),
+	}
+}
+
+// attachSender starts a session on out, whose frames arrive on sent.
+func attachSender(t *testing.T, srv *Server, out Sender, sent *chanSender) *attached {
+	t.Helper()
+	a := &attached{t: t, out: sent, ended: make(chan error, 1)}
+	in, err := srv.Attach(out, func(err error) { a.ended <- err })
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	a.in = in
+	return a
+}
+
 func (c *batchSender) Send(f *Frame) error {
 	if c.hold.Load() {
 		c.held <- struct{}{}
@@ -245,19 +261,9 @@ func TestWriterBatches(t *testing.T) {
 	srv := newServerT(t, fastOptions())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &batchSender{
-		chanSender: chanSender{ctx: ctx, sent: make(chan *presencev1.ConnectResponse, 64)},
-		held:       make(chan struct{}, 1),
-		gate:       make(chan struct{}),
-		batches:    make(chan int, 64),
-	}
-	a := &attached{t: t, out: &out.chanSender, ended: make(chan error, 1)}
-	in, err := srv.Attach(out, func(err error) { a.ended <- err })
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.in = in
-	in.Frame(identify("bea"))
+	out := newBatchSender(ctx)
+	a := attachSender(t, srv, out, &out.chanSender)
+	a.in.Frame(identify("bea"))
 	a.next() // Identified
 	out.hold.Store(true)
 	push := func(i int) {
@@ -293,7 +299,7 @@ func TestWriterBatches(t *testing.T) {
 // directSender is a batchSender with TrySend, which takes frames while it
 // has room and can be made to fail.
 type directSender struct {
-	batchSender
+	*batchSender
 	room  atomic.Int64 // frames TrySend still takes
 	tried atomic.Int64 // TrySend calls
 	sends atomic.Int64 // Send and SendBatch calls
@@ -332,18 +338,9 @@ func TestDirectSend(t *testing.T) {
 	srv := newServerT(t, fastOptions())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &directSender{batchSender: batchSender{
-		chanSender: chanSender{ctx: ctx, sent: make(chan *presencev1.ConnectResponse, 64)},
-		held:       make(chan struct{}, 1),
-		gate:       make(chan struct{}),
-		batches:    make(chan int, 64),
-	}}
-	a := &attached{t: t, out: &out.chanSender, ended: make(chan error, 1)}
-	in, err := srv.Attach(out, func(err error) { a.ended <- err })
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.in = in
+	out := &directSender{batchSender: newBatchSender(ctx)}
+	a := attachSender(t, srv, out, &out.chanSender)
+	in := a.in
 	s := in.s
 	noWriter := func() bool {
 		s.mu.Lock()
@@ -412,7 +409,7 @@ func TestDirectSend(t *testing.T) {
 
 	out.fail.Store(true)
 	push(9, 0)
-	err = a.end()
+	err := a.end()
 	if cause := asEndError(context.Cause(s.ctx)); cause.Reason != ReasonTransport {
 		t.Fatalf("ended by %v (status %v), want a transport failure", cause, err)
 	}
