@@ -14,7 +14,9 @@ import (
 // Goroutines: the transport's reader hands client frames to the session
 // (Inbound.Frame; for a blocking transport, a reader goroutine of Serve's
 // while the handler waits); a writer (writeLoop) exists only while frames
-// are queued and is the only caller of conn.Send; when the session's
+// are queued and is the only caller of conn.Send (a frame that finds
+// nothing queued may go to a DirectSender's TrySend instead, under mu,
+// never while the writer runs); when the session's
 // context is done, a goroutine of its own flushes the Goodbye, unregisters
 // and reports the status (Inbound.end). Every goroutine ends when the
 // stream does.
