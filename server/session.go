@@ -16,10 +16,9 @@ import (
 // while the handler waits); a writer (writeLoop) exists only while frames
 // are queued and is the only caller of conn.Send (a frame that finds
 // nothing queued may go to a DirectSender's TrySend instead, under mu,
-// never while the writer runs); when the session's
-// context is done, a goroutine of its own flushes the Goodbye, unregisters
-// and reports the status (Inbound.end). Every goroutine ends when the
-// stream does.
+// never while the writer runs); when the session's context is done, a
+// goroutine of its own flushes the Goodbye, unregisters and reports the
+// status (Inbound.end). Every goroutine ends when the stream does.
 type session struct {
 	// Set before the session is shared, read-only after.
 	srv         *Server
