@@ -15,7 +15,8 @@
 # unicast unicast-bdp silent slow slow-25 churn" (and, when named, the
 # diagnostics unicast-gcoff and unicast-1k, and the runs with the bench's
 # raw client fanout-raw, fanout-mux-raw, unicast-raw, churn-raw, and churn-long, twice
-# churn's cycles, to tell a leak, which grows with them, from a constant), SERVER_ARGS (presenced flags
+# churn's cycles, to tell a leak, which grows with them, from a constant;
+# slow-long, slow at 50/s with 20 s phases), SERVER_ARGS (presenced flags
 # for every run, e.g. "--transport lite"), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
 # (seconds to wait, before each run, for other processes to leave the CPUs
 # alone; the reports record how busy the machine was either way).
@@ -98,6 +99,12 @@ for ((round = 1; round <= RUNS; round++)); do
 	# The same at 25/s: at 50/s the server's one core is ~90% busy and the
 	# others' tail measures saturation, not isolation.
 	want slow-25 && bench slow-25 "$round" -- --scenario slow --sessions 1000 --slow-frac 0.01 --rate 25 --payload-bytes 1024 --baseline 5s --duration 20s
+	# Slow at 50/s with phases long enough for a p99 to hold many of the
+	# machine's spikes (only when named in ONLY): a queue of 1,024 frames
+	# keeps the stalled sessions ≈22 s, against a 20 s baseline; the
+	# readers on the raw client (the stalled ones stay on grpc-go).
+	want slow-long && bench slow-long "$round" --queue-max-messages 1024 --queue-max-bytes 2097152 -- \
+		--scenario slow --sessions 1000 --slow-frac 0.01 --rate 50 --payload-bytes 1024 --baseline 20s --duration 40s --client raw
 	want churn && bench churn "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s
 	want churn-long && bench churn-long "$round" -- --scenario churn --workers 32 --count 100000 --duration 20s
 	want churn-raw && bench churn-raw "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s --client raw
