@@ -215,6 +215,16 @@ func totalsOf(xs []sample) []int64 {
 	return out
 }
 
+// toServerOf is each sample's time from the reference to the server's
+// sent_at stamp: what came before the fan-out (the publisher, the RPC).
+func toServerOf(xs []sample) []int64 {
+	out := make([]int64, len(xs))
+	for i, x := range xs {
+		out[i] = x.toSrv
+	}
+	return out
+}
+
 // idxRange selects samples with lo <= idx < hi.
 func idxRange(lo, hi int64) func(sample) bool {
 	return func(x sample) bool { return x.idx >= lo && x.idx < hi }

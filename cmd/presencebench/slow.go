@@ -196,13 +196,19 @@ func runSlow(ctx context.Context, e *env) error {
 	if ended {
 		hiB = ke
 	}
-	a := summarize(totalsOf(collect(others, idxRange(int64(kWarm), int64(kStall)))))
-	b := summarize(totalsOf(collect(others, idxRange(int64(kStall), hiB))))
-	c := summarize(totalsOf(collect(others, idxRange(hiB, int64(issued)))))
+	pa := collect(others, idxRange(int64(kWarm), int64(kStall)))
+	pb := collect(others, idxRange(int64(kStall), hiB))
+	pc := collect(others, idxRange(hiB, int64(issued)))
+	a, b, c := summarize(totalsOf(pa)), summarize(totalsOf(pb)), summarize(totalsOf(pc))
 	rep.metric("broadcasts", float64(issued), "", fmt.Sprintf("%d errors", pubErrs.Load()))
 	rep.latency("others.baseline", a)
 	rep.latency("others.with_stalled", b)
 	rep.latency("others.after_stalled_ended", c)
+	// The part before the fan-out: from the scheduled time to the server's
+	// sent_at stamp (the publisher and the Broadcast call).
+	rep.latency("others.baseline.to_server", summarize(toServerOf(pa)))
+	rep.latency("others.with_stalled.to_server", summarize(toServerOf(pb)))
+	rep.latency("others.after_stalled_ended.to_server", summarize(toServerOf(pc)))
 	ratio := math.NaN()
 	if a.P99Ms > 0 {
 		ratio = b.P99Ms / a.P99Ms
