@@ -16,7 +16,7 @@
 # diagnostics unicast-gcoff and unicast-1k, and the runs with the bench's
 # raw client fanout-raw, fanout-mux-raw, unicast-raw, churn-raw, and churn-long, twice
 # churn's cycles, to tell a leak, which grows with them, from a constant;
-# slow-long, slow at 50/s with 20 s phases), SERVER_ARGS (presenced flags
+# slow-long and slow-long-25, slow at 50/s and 25/s with 20 s phases), SERVER_ARGS (presenced flags
 # for every run, e.g. "--transport lite"), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
 # (seconds to wait, before each run, for other processes to leave the CPUs
 # alone; the reports record how busy the machine was either way).
@@ -105,6 +105,8 @@ for ((round = 1; round <= RUNS; round++)); do
 	# readers on the raw client (the stalled ones stay on grpc-go).
 	want slow-long && bench slow-long "$round" --queue-max-messages 1024 --queue-max-bytes 2097152 -- \
 		--scenario slow --sessions 1000 --slow-frac 0.01 --rate 50 --payload-bytes 1024 --baseline 20s --duration 40s --client raw
+	want slow-long-25 && bench slow-long-25 "$round" --queue-max-messages 1024 --queue-max-bytes 2097152 -- \
+		--scenario slow --sessions 1000 --slow-frac 0.01 --rate 25 --payload-bytes 1024 --baseline 20s --duration 60s --client raw
 	want churn && bench churn "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s
 	want churn-long && bench churn-long "$round" -- --scenario churn --workers 32 --count 100000 --duration 20s
 	want churn-raw && bench churn-raw "$round" -- --scenario churn --workers 32 --count 50000 --duration 10s --client raw
