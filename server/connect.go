@@ -67,7 +67,7 @@ func (srv *Server) Attach(out Sender, ended func(error)) (*Inbound, error) {
 	direct, _ := out.(DirectSender)
 	s := &session{
 		srv:        srv,
-		conn:       srv.metrics.countFrames(out),
+		conn:       out,
 		direct:     direct,
 		ctx:        ctx,
 		cancel:     func(e error) { cancel(e) },

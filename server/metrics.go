@@ -181,45 +181,6 @@ func (fc *frameCounters) inc(m protoreflect.Message) {
 	fc.unknown.Inc()
 }
 
-// countFrames wraps a session's Sender to count the frames it sends
-// (Inbound.Frame counts those received). A BatchSender stays one.
-func (m *metrics) countFrames(c Sender) Sender {
-	if bs, ok := c.(BatchSender); ok {
-		return &countingBatchSender{countingSender{Sender: c, m: m}, bs}
-	}
-	return &countingSender{Sender: c, m: m}
-}
-
-// countingSender counts every frame sent.
-type countingSender struct {
-	Sender
-	m *metrics
-}
-
-func (c *countingSender) Send(f *Frame) error {
-	err := c.Sender.Send(f)
-	if err == nil {
-		c.m.frameOut(f.Msg)
-	}
-	return err
-}
-
-// countingBatchSender is countingSender for a BatchSender.
-type countingBatchSender struct {
-	countingSender
-	bs BatchSender
-}
-
-func (c *countingBatchSender) SendBatch(frames []*Frame) error {
-	err := c.bs.SendBatch(frames)
-	if err == nil {
-		for _, f := range frames {
-			c.m.frameOut(f.Msg)
-		}
-	}
-	return err
-}
-
 // frameIn counts a client frame: Pings with a type switch (a few ns),
 // the rare kinds through reflection (≈50 ns), which also names kinds added
 // to the contract later.
@@ -231,7 +192,8 @@ func (m *metrics) frameIn(req *presencev1.ConnectRequest) {
 	m.framesIn.inc(req.ProtoReflect())
 }
 
-// frameOut counts a server frame, as frameIn does.
+// frameOut counts a server frame, as frameIn does; the session calls it
+// for each frame its transport took (Send, SendBatch, TrySend).
 func (m *metrics) frameOut(msg *presencev1.ConnectResponse) {
 	switch msg.GetFrame().(type) {
 	case *presencev1.ConnectResponse_Push:

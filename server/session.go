@@ -23,7 +23,7 @@ type session struct {
 	// Set before the session is shared, read-only after.
 	srv         *Server
 	conn        Sender
-	direct      DirectSender // conn's, uncounted; nil if it is none
+	direct      DirectSender // conn, if it is one; else nil
 	id          string
 	uid         string
 	labels      map[string]string
@@ -96,7 +96,7 @@ func (s *session) enqueue(f *Frame) bool {
 		if err != nil {
 			s.closed = true
 			s.mu.Unlock()
-			s.end(&EndError{Reason: ReasonTransport, Msg: "sending to the client failed: " + err.Error()})
+			s.end(sendFailed(err))
 			return false
 		}
 	}
@@ -168,12 +168,16 @@ func (s *session) writeLoop() {
 
 		var err error
 		if f != nil {
-			err = s.conn.Send(f)
-		} else {
-			err = bs.SendBatch(batch)
+			if err = s.conn.Send(f); err == nil {
+				s.srv.metrics.frameOut(f.Msg)
+			}
+		} else if err = bs.SendBatch(batch); err == nil {
+			for _, f := range batch {
+				s.srv.metrics.frameOut(f.Msg)
+			}
 		}
 		if err != nil {
-			s.end(&EndError{Reason: ReasonTransport, Msg: "sending to the client failed: " + err.Error()})
+			s.end(sendFailed(err))
 			s.mu.Lock()
 			s.closed = true
 			clear(s.queue)
@@ -184,6 +188,12 @@ func (s *session) writeLoop() {
 		}
 		clear(batch)
 	}
+}
+
+// sendFailed is the cause that ends a session whose transport failed to
+// take a frame.
+func sendFailed(err error) *EndError {
+	return &EndError{Reason: ReasonTransport, Msg: "sending to the client failed: " + err.Error()}
 }
 
 // writerExitLocked records that the writer is exiting and tells finish,
