@@ -108,11 +108,8 @@ func (st *Stream) TrySend(msg []byte) (bool, error) {
 	}
 	c.mu.Lock()
 	if st.ended || c.closed {
-		err := st.endErr
+		err := st.endErrLocked()
 		c.mu.Unlock()
-		if err == nil {
-			err = errConnClosed
-		}
 		return false, err
 	}
 	if !st.hdrSent || total > min(wholeMessageMax, c.peerInitWin) ||
@@ -192,12 +189,18 @@ func (st *Stream) awaitWindowLocked(need int64) error {
 		c.cond.Wait()
 	}
 	if st.ended || c.closed {
-		if st.endErr != nil {
-			return st.endErr
-		}
-		return errConnClosed
+		return st.endErrLocked()
 	}
 	return nil
+}
+
+// endErrLocked is what a send fails with once the stream or connection
+// ended. c.mu must be held.
+func (st *Stream) endErrLocked() error {
+	if st.endErr != nil {
+		return st.endErr
+	}
+	return errConnClosed
 }
 
 // startData takes c.wmu and a pooled buffer, with the response HEADERS in
