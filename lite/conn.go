@@ -837,7 +837,7 @@ func (c *conn) queueLocked(b []byte, yield bool) error {
 // writes; during a stream of broadcasts the frames of the next ones join
 // the same write. Writing at the first chance, a saturated fan-out over
 // one connection per session made one write per 5 frames and delivered
-// 67–81k/s; after one round 106–161k/s; as here, about what the
+// 67–81k/s; after one round 73–161k/s; as here, about what the
 // writer-per-session path did, 320k/s (bench/results/direct-send*,
 // BENCHMARKS.md). The rounds read a
 // counter of the server's, not the connection, whose cache lines a wave
