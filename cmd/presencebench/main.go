@@ -31,8 +31,9 @@
 // reader and one heartbeat goroutine per connection, which costs the bench
 // a fraction of grpc-go's CPU per received message, so that a saturated
 // fan-out measures the server rather than the tool. raw runs idle, fanout,
-// unicast, silent and churn (each cycle on a connection of its own, read by
-// the cycle's goroutine: no goroutines per connection).
+// unicast, silent, churn (each cycle on a connection of its own, read by
+// the cycle's goroutine: no goroutines per connection) and slow's reading
+// sessions (its stalled ones stay on grpc-go).
 //
 // Safety: it only ever talks to 127.0.0.0/8. Every address is resolved up
 // front and refused unless it is loopback, and every dial checks again.

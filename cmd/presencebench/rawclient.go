@@ -40,9 +40,10 @@ import (
 // and GOAWAY. No compression, no TLS, no retries: what the bench needs
 // against presenced, and no more.
 //
-// What it does not do: stop reading one stream (the slow scenario's
-// stall), and it carries only Connect streams (cluster uses grpc-go
-// directly). Those scenarios refuse --client raw (clientSupports).
+// What it does not do: stop reading one stream (the slow scenario keeps
+// its stalled sessions on grpc-go), and it carries only Connect streams
+// (cluster uses grpc-go directly, and refuses --client raw; see
+// clientSupports).
 //
 // churn's cycles (rawChurnCycle) use a rawConn of their own without its
 // goroutines: the cycle's goroutine writes, and reads the connection with

@@ -17,11 +17,12 @@ import (
 // warm-up (--settle, 3 s by default) and a baseline phase, 1% of them stop
 // reading (they stop calling Recv; each is on its own connection with
 // 64 KiB windows, so flow control really fills and the server's writer
-// for it blocks). It reports the other sessions'
-// latency before, while and after the stalled ones are alive, how long the
-// server takes to end every stalled session (seen through the public API:
-// Broadcast's delivered count drops by the stalled count), the status each
-// stalled client finally reads once it resumes, and the server's RSS.
+// for it blocks). It reports the other sessions' latency before, while
+// and after the stalled ones are alive (whole, and up to the server's
+// sent_at stamp), how long the server takes to end every stalled session
+// (seen through the public API: Broadcast's delivered count drops by the
+// stalled count), the status each stalled client finally reads once it
+// resumes, and the server's RSS.
 func runSlow(ctx context.Context, e *env) error {
 	cfg, rep := e.cfg, e.rep
 	n := orDefault(cfg.sessions, 1000)
