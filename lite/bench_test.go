@@ -100,32 +100,8 @@ func serveBoth(b *testing.B, impl string) string {
 					unmarshal(m, n)
 					payload := mustMarshal(wrapperspb.Bytes(make([]byte, 100)))
 					go func() {
-						if impl == "lite-batch16" { // a backlog of 16, as a session's writer finds it
-							batch := make([][]byte, 16)
-							for i := range batch {
-								batch[i] = payload
-							}
-							for left := int(n.Value); left > 0; left -= len(batch) {
-								if st.SendMsgs(batch[:min(left, len(batch))]) != nil {
-									return
-								}
-							}
-						} else if impl == "lite-try" { // as a session with nothing queued
-							for range n.Value {
-								ok, err := st.TrySend(payload)
-								if err != nil {
-									return
-								}
-								if !ok && st.Send(payload) != nil {
-									return
-								}
-							}
-						} else {
-							for range n.Value {
-								if st.Send(payload) != nil {
-									return
-								}
-							}
+						if floodAs(st, impl, int(n.Value), payload) != nil {
+							return
 						}
 						st.Finish(nil)
 					}()
@@ -269,6 +245,39 @@ func runIdleClients(addr string, count int) int {
 		cc.Close()
 	}
 	return 0
+}
+
+// floodAs sends n copies of payload on st the way impl says.
+func floodAs(st *Stream, impl string, n int, payload []byte) error {
+	switch impl {
+	case "lite-batch16": // a backlog of 16, as a session's writer finds it
+		batch := make([][]byte, 16)
+		for i := range batch {
+			batch[i] = payload
+		}
+		for left := n; left > 0; left -= len(batch) {
+			if err := st.SendMsgs(batch[:min(left, len(batch))]); err != nil {
+				return err
+			}
+		}
+	case "lite-try": // as a session with nothing queued
+		for range n {
+			ok, err := st.TrySend(payload)
+			if err == nil && !ok {
+				err = st.Send(payload)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	default:
+		for range n {
+			if err := st.Send(payload); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // BenchmarkStreamSend: the server sends b.N 100-byte messages on one
