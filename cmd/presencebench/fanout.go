@@ -38,7 +38,7 @@ func runFanout(ctx context.Context, e *env) error {
 	}
 	defer conns.close()
 	sessions, _, err := openSessions(ctx, sessionSpec{
-		n: n, conns: conns, prefix: e.runID, parallel: cfg.dialParallel,
+		n: n, conns: conns, prefix: e.runID, parallel: cfg.dialParallel, expect: fixed + satCount,
 		onPush: func(s *session, f *frameInfo, now int64) {
 			// Sample first: once the tracker counts the last receipt
 			// of a push, the phase ends and collects the samples.

@@ -104,6 +104,7 @@ type config struct {
 	workers      int
 	silentFrac   float64
 	slowFrac     float64
+	slowControl  bool
 	reapInterval time.Duration
 	baseline     time.Duration
 	churnNewConn bool
@@ -113,6 +114,7 @@ type config struct {
 	seed         uint64
 
 	cpuProfile string
+	seriesOut  string
 	memProfile string
 
 	serve     bool
@@ -169,6 +171,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.IntVar(&c.workers, "workers", 0, "unicast: concurrent REST requests (default 64); churn: concurrent cycles (default 32)")
 	fs.Float64Var(&c.silentFrac, "silent-frac", 0.1, "silent: fraction of sessions that go silent")
 	fs.Float64Var(&c.slowFrac, "slow-frac", 0.01, "slow: fraction of sessions that stop reading")
+	fs.BoolVar(&c.slowControl, "slow-control", false, "slow: a control run: the sessions chosen to stall keep reading, so the phases differ only in time (their p99 ratio is the run's own noise)")
 	fs.DurationVar(&c.reapInterval, "reap-interval", 0, "silent: the server's reap interval, for the eviction bound (default the in-process server's, else 10s)")
 	fs.DurationVar(&c.baseline, "baseline", 5*time.Second, "slow: phase with every client reading, before 1% stop")
 	fs.BoolVar(&c.churnNewConn, "churn-new-conn", true, "churn: a new TCP connection per cycle (false: cycle streams over --workers kept connections)")
@@ -177,6 +180,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.IntVar(&c.churnUids, "churn-uids", 1000, "churn: cycle over this many uids, as users reconnecting do (0: a new uid every cycle; the server then keeps a last-seen time for each, up to --last-seen-max, which shows in the heap)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed (uid choice in unicast)")
 
+	fs.StringVar(&c.seriesOut, "series", "", "slow: write one CSV line per broadcast to this file (its index, scheduled offset, receipts, and the receipts' p50, p99 and max latency, whole and to the server's sent_at), to see when a tail happens")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (with --inprocess it includes the server)")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write a heap profile of this process at the end of the measured phase")
 
@@ -394,6 +398,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	load0, busy0, srv0, cpu0 := loadAvg(), systemBusy(), serverCPU(ctx), cpuNow()
 	e.pr.printf("target gRPC %s HTTP %s (pid %d, inprocess %v)", t.grpcAddr, t.httpAddr, t.pid, cfg.inprocess)
 	serr := scenarios[cfg.scenario](ctx, e)
+	if serr == nil && ctx.Err() != nil {
+		// Every wait in a scenario is bounded by ctx; one that ran into
+		// the deadline did not finish, whatever it managed to report.
+		serr = fmt.Errorf("the run's --deadline (%v) expired before the scenario finished: its figures are incomplete", cfg.deadline)
+	}
 	if cfg.clientBDP {
 		// Another client configuration: a run of its own in summaries.
 		rep.Variant += " client-bdp"

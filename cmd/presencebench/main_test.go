@@ -206,6 +206,44 @@ func TestScenariosInProcess(t *testing.T) {
 			t.Errorf("others.baseline.p50 = %v ms; want the raw sessions' pushes timed", got)
 		}
 	})
+	t.Run("slow control", func(t *testing.T) {
+		t.Parallel()
+		// The control run: the sessions chosen to stall keep reading, so
+		// none is ended, the stall phase runs its whole --duration, and
+		// the series has a line per broadcast received by all 18.
+		series := filepath.Join(t.TempDir(), "series.csv")
+		r := runBench(t, "--inprocess", "--scenario", "slow", "--sessions", "20", "--slow-frac", "0.1", "--rate", "100",
+			"--settle", "200ms", "--baseline", "500ms", "--duration", "1s", "--slow-control", "--series", series)
+		if !strings.Contains(r.Variant, "control") {
+			t.Errorf("variant %q does not say the run is a control", r.Variant)
+		}
+		if got := metricOf(t, r, "stalled.time_to_end_all"); got != -1 {
+			t.Errorf("stalled.time_to_end_all = %v; want -1: no session stalled, so none was ended", got)
+		}
+		if got := metricOf(t, r, "stalled.resource_exhausted"); got != 0 {
+			t.Errorf("stalled.resource_exhausted = %v; want 0", got)
+		}
+		if got := r.Latencies["others.with_stalled"].Count; got < 18*80 {
+			t.Errorf("the second phase has %d samples; want its whole second at 100/s to the 18 reading sessions", got)
+		}
+		b, err := os.ReadFile(series)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) < 100 || !strings.HasPrefix(lines[0], "idx,offset_s,n,") {
+			t.Fatalf("series: %d lines, header %q; want a header and a line per measured broadcast", len(lines), lines[0])
+		}
+		full := 0
+		for _, l := range lines[1:] {
+			if strings.Split(l, ",")[2] == "18" {
+				full++
+			}
+		}
+		if full < (len(lines)-1)*9/10 {
+			t.Errorf("series: %d of %d broadcasts were received by all 18 reading sessions; want nearly all", full, len(lines)-1)
+		}
+	})
 	t.Run("churn", func(t *testing.T) {
 		t.Parallel()
 		r := runBench(t, "--inprocess", "--scenario", "churn", "--workers", "4", "--count", "200", "--duration", "2s")

@@ -190,6 +190,13 @@ type sessionSpec struct {
 	onPush   pushFunc
 	onEnd    func(*session)
 	parallel int // streams opened at once
+	// expect is how many samples each session will record at most. They
+	// are allocated when it opens: slices growing as they fill grew in
+	// every session at the same push (the 512th, 853rd, 1365th, 2048th:
+	// one size class after another), and reallocating a thousand of them
+	// at once stalled the tool for 100-600 ms, which it then reported as
+	// the server's latency (see BENCHMARKS.md, "slow").
+	expect int
 }
 
 // openSessions opens spec.n sessions: Connect, Identify, wait for
@@ -255,6 +262,9 @@ func openSession(ctx context.Context, spec sessionSpec, i int) (*session, error)
 		onEnd:  spec.onEnd,
 		resume: make(chan struct{}),
 		done:   make(chan struct{}),
+	}
+	if spec.expect > 0 {
+		s.samples = make([]sample, 0, spec.expect)
 	}
 	if len(spec.conns.raw) > 0 {
 		if err := spec.conns.raw[i%len(spec.conns.raw)].open(sctx, s); err != nil {

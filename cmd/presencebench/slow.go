@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,9 @@ func runSlow(ctx context.Context, e *env) error {
 	kStall := kWarm + int(math.Ceil(cfg.baseline.Seconds()*rate))
 	maxCount := kStall + int((stallCap+tail).Seconds()*rate) + 1
 	rep.Variant = fmt.Sprintf("sessions=%d stalled=%d conns=%d+%d payload=%dB rate=%.0f/s", n, nSlow, nconns, nSlow, payload, rate)
+	if cfg.slowControl {
+		rep.Variant += " control (none stalls)"
+	}
 
 	var othersEnded atomic.Int64
 	// The reading sessions use --client's kind; the stalled ones are
@@ -66,7 +70,7 @@ func runSlow(ctx context.Context, e *env) error {
 	}
 	defer closeConns(slowConns)
 	others, _, err := openSessions(ctx, sessionSpec{
-		n: nOthers, conns: conns, prefix: e.runID, parallel: cfg.dialParallel,
+		n: nOthers, conns: conns, prefix: e.runID, parallel: cfg.dialParallel, expect: maxCount,
 		onPush: func(s *session, f *frameInfo, now int64) {
 			if f.t > 0 {
 				s.record(sample{idx: f.idx, total: now - f.t, toSrv: f.sentAt - f.t})
@@ -149,6 +153,9 @@ func runSlow(ctx context.Context, e *env) error {
 		func(k int, sched time.Time) {
 			if k == kStall {
 				for _, s := range stalled {
+					if cfg.slowControl {
+						break
+					}
 					s.stall.Store(true)
 				}
 				stallAt.Store(time.Now().UnixNano())
@@ -182,14 +189,16 @@ func runSlow(ctx context.Context, e *env) error {
 	for _, s := range stalled {
 		s.resumeReading()
 	}
-	drainBy := time.NewTimer(5 * time.Second)
+	// One deadline for all: a timer's channel fires once, and a second
+	// session still open would wait for it forever.
+	drainCtx, drainCancel := context.WithTimeout(ctx, 5*time.Second)
 	for _, s := range stalled {
 		select {
 		case <-s.done:
-		case <-drainBy.C:
+		case <-drainCtx.Done():
 		}
 	}
-	drainBy.Stop()
+	drainCancel()
 
 	ke := kEnd.Load()
 	ended := ke != math.MaxInt64
@@ -202,6 +211,11 @@ func runSlow(ctx context.Context, e *env) error {
 	pc := collect(others, idxRange(hiB, int64(issued)))
 	a, b, c := summarize(totalsOf(pa)), summarize(totalsOf(pb)), summarize(totalsOf(pc))
 	rep.metric("broadcasts", float64(issued), "", fmt.Sprintf("%d errors", pubErrs.Load()))
+	if cfg.seriesOut != "" {
+		if err := writeSeries(cfg.seriesOut, slices.Concat(pa, pb, pc), time.Duration(float64(time.Second)/rate)); err != nil {
+			return err
+		}
+	}
 	rep.latency("others.baseline", a)
 	rep.latency("others.with_stalled", b)
 	rep.latency("others.after_stalled_ended", c)
