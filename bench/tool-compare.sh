@@ -9,7 +9,9 @@
 # Only 127.0.0.0/8 is used (127.0.0.1:19090 gRPC, 127.0.0.1:19080 HTTP).
 #
 # Environment: BEFORE (required), RUNS=3, OUT=bench/results/tool-compare,
-# SERVER_CPU=0, TOOL_CPU=1, QUIET_WAIT=10, ONLY="unicast unicast-1k".
+# SERVER_CPU=0, TOOL_CPU=1, QUIET_WAIT=10, ONLY="unicast unicast-1k"
+# (also: fanout-mux, fanout-raw, fanout-mux-raw, slow-long, slow-long-25,
+# the same runs as run.sh's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
@@ -45,12 +47,12 @@ require_free_port
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
-# bench TOOL SCENARIO ROUND -- BENCH_FLAGS (run_one runs $BIN/presencebench)
+# bench TOOL SCENARIO ROUND [SERVER_FLAGS] -- BENCH_FLAGS (run_one runs $BIN/presencebench)
 bench() {
 	local tool=$1 scenario=$2 round=$3
-	shift 4
+	shift 3
 	cp "$BIN/presencebench-$tool" "$BIN/presencebench"
-	run_one "tool-$tool-$scenario-$round" "tool-$tool#$round" "$BIN/presenced" -- "$@"
+	run_one "tool-$tool-$scenario-$round" "tool-$tool#$round" "$BIN/presenced" "$@"
 }
 
 for ((round = 1; round <= RUNS; round++)); do
@@ -58,6 +60,12 @@ for ((round = 1; round <= RUNS; round++)); do
 		want unicast && bench "$tool" unicast "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s
 		want unicast-1k && bench "$tool" unicast-1k "$round" -- --scenario unicast --sessions 1000 --rate 500 --duration 20s
 		want fanout-mux && bench "$tool" fanout-mux "$round" -- --scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16 --streams-per-conn 100
+		want fanout-raw && bench "$tool" fanout-raw "$round" -- --scenario fanout --sessions 10000 --rate 2 --duration 15s --count 300 --window 16 --client raw
+		want fanout-mux-raw && bench "$tool" fanout-mux-raw "$round" -- --scenario fanout --sessions 10000 --streams-per-conn 100 --rate 2 --duration 15s --count 300 --window 16 --client raw
+		want slow-long && bench "$tool" slow-long "$round" --queue-max-messages 1024 --queue-max-bytes 2097152 -- \
+			--scenario slow --sessions 1000 --slow-frac 0.01 --rate 50 --payload-bytes 1024 --baseline 20s --duration 40s --client raw
+		want slow-long-25 && bench "$tool" slow-long-25 "$round" --queue-max-messages 1024 --queue-max-bytes 2097152 -- \
+			--scenario slow --sessions 1000 --slow-frac 0.01 --rate 25 --payload-bytes 1024 --baseline 20s --duration 60s --client raw
 	done
 done
 
