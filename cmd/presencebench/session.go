@@ -195,7 +195,9 @@ type sessionSpec struct {
 	// every session at the same push (the 512th, 853rd, 1365th, 2048th:
 	// one size class after another), and reallocating a thousand of them
 	// at once stalled the tool for 100-600 ms, which it then reported as
-	// the server's latency (see BENCHMARKS.md, "slow").
+	// the server's latency (see BENCHMARKS.md, "slow"). They are also
+	// written once, or every session would fault in its fresh pages at
+	// the same push instead.
 	expect int
 }
 
@@ -264,7 +266,9 @@ func openSession(ctx context.Context, spec sessionSpec, i int) (*session, error)
 		done:   make(chan struct{}),
 	}
 	if spec.expect > 0 {
-		s.samples = make([]sample, 0, spec.expect)
+		s.samples = make([]sample, spec.expect)
+		clear(s.samples) // touch the pages now, not mid-run
+		s.samples = s.samples[:0]
 	}
 	if len(spec.conns.raw) > 0 {
 		if err := spec.conns.raw[i%len(spec.conns.raw)].open(sctx, s); err != nil {
