@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -54,6 +55,24 @@ func metricOf(t *testing.T, r *Report, name string) float64 {
 	}
 	t.Fatalf("%s report has no metric %q", r.Scenario, name)
 	return 0
+}
+
+// readSeries reads a --series CSV: its rows after the header, split.
+func readSeries(t *testing.T, path string) [][]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if !strings.HasPrefix(lines[0], "idx,offset_s,n,p50_ms,") {
+		t.Fatalf("series header %q", lines[0])
+	}
+	var rows [][]string
+	for _, l := range lines[1:] {
+		rows = append(rows, strings.Split(l, ","))
+	}
+	return rows
 }
 
 func checkPassed(t *testing.T, r *Report, prefix string) {
@@ -140,10 +159,21 @@ func TestScenariosInProcess(t *testing.T) {
 	}
 	t.Run("unicast", func(t *testing.T) {
 		t.Parallel()
-		r := runBench(t, "--inprocess", "--scenario", "unicast", "--sessions", "20", "--rate", "100", "--duration", "1s")
+		series := filepath.Join(t.TempDir(), "series.csv")
+		r := runBench(t, "--inprocess", "--scenario", "unicast", "--sessions", "20", "--rate", "100", "--duration", "1s", "--series", series)
 		pushes, acc, recv := metricOf(t, r, "pushes"), metricOf(t, r, "accepted"), metricOf(t, r, "received")
 		if pushes != 100 || acc != pushes || recv != acc {
 			t.Errorf("pushes/accepted/received = %v/%v/%v; want 100 each", pushes, acc, recv)
+		}
+		// A line per push, each received by its one session, in order.
+		rows := readSeries(t, series)
+		if len(rows) != 100 {
+			t.Fatalf("series has %d pushes; want 100", len(rows))
+		}
+		for i, row := range rows {
+			if row[0] != strconv.Itoa(i) || row[2] != "1" {
+				t.Errorf("series line %d: idx %s, %s receipts; want idx %d, 1", i, row[0], row[2], i)
+			}
 		}
 	})
 	t.Run("silent", func(t *testing.T) {
@@ -226,22 +256,18 @@ func TestScenariosInProcess(t *testing.T) {
 		if got := r.Latencies["others.with_stalled"].Count; got < 18*80 {
 			t.Errorf("the second phase has %d samples; want its whole second at 100/s to the 18 reading sessions", got)
 		}
-		b, err := os.ReadFile(series)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		if len(lines) < 100 || !strings.HasPrefix(lines[0], "idx,offset_s,n,") {
-			t.Fatalf("series: %d lines, header %q; want a header and a line per measured broadcast", len(lines), lines[0])
+		rows := readSeries(t, series)
+		if len(rows) < 100 {
+			t.Fatalf("series: %d broadcasts; want a line per measured broadcast", len(rows))
 		}
 		full := 0
-		for _, l := range lines[1:] {
-			if strings.Split(l, ",")[2] == "18" {
+		for _, row := range rows {
+			if row[2] == "18" {
 				full++
 			}
 		}
-		if full < (len(lines)-1)*9/10 {
-			t.Errorf("series: %d of %d broadcasts were received by all 18 reading sessions; want nearly all", full, len(lines)-1)
+		if full < len(rows)*9/10 {
+			t.Errorf("series: %d of %d broadcasts were received by all 18 reading sessions; want nearly all", full, len(rows))
 		}
 	})
 	t.Run("churn", func(t *testing.T) {

@@ -127,6 +127,11 @@ func runUnicast(ctx context.Context, e *env) error {
 	srv := e.t.cpuSeconds(ctx) - srv0
 
 	samples := collect(sessions, nil)
+	if cfg.seriesOut != "" {
+		if err := writeSeries(cfg.seriesOut, samples, time.Duration(float64(time.Second)/rate)); err != nil {
+			return err
+		}
+	}
 	total := make([]int64, len(samples))
 	toSrv := make([]int64, len(samples))
 	fromSrv := make([]int64, len(samples))
