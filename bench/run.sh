@@ -12,22 +12,23 @@
 # 127.0.0.1:19080 (HTTP), away from the default ports other tests use.
 #
 # Environment: RUNS=3, ONLY="idle idle-mux fanout fanout-bdp fanout-mux
-# unicast unicast-bdp silent slow slow-25 churn" (and, when named, the
-# diagnostics unicast-gcoff and unicast-1k, and the runs with the bench's
+# unicast unicast-bdp silent slow-long slow-long-25 churn" (slow at 50/s and
+# 25/s with 20 s phases, the published slow runs since the sixth sitting;
+# and, when named, the diagnostics unicast-gcoff and unicast-1k, the older
+# slow and slow-25 with 5 s phases, and the runs with the bench's
 # raw client fanout-raw, fanout-mux-raw, unicast-raw, churn-raw, and churn-long, twice
-# churn's cycles, to tell a leak, which grows with them, from a constant;
-# slow-long and slow-long-25, slow at 50/s and 25/s with 20 s phases), SERVER_ARGS (presenced flags
+# churn's cycles, to tell a leak, which grows with them, from a constant), SERVER_ARGS (presenced flags
 # for every run, e.g. "--transport lite"), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
 # (seconds to wait, before each run, for other processes to leave the CPUs
 # alone; the reports record how busy the machine was either way).
 # BENCH_COMMIT names the server's commit when run outside a git checkout.
-# About 12 minutes on a quiet machine; longer when other work shares the CPUs.
+# Roughly 15-20 minutes on a quiet machine; longer when other work shares the CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
 
 RUNS=${RUNS:-3}
-ONLY=${ONLY:-"idle idle-mux fanout fanout-bdp fanout-mux unicast unicast-bdp silent slow slow-25 churn"}
+ONLY=${ONLY:-"idle idle-mux fanout fanout-bdp fanout-mux unicast unicast-bdp silent slow-long slow-long-25 churn"}
 SERVER_CPU=${SERVER_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
 OUT=${OUT:-bench/results}
