@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runReport runs presencebench with args plus --out, and returns the
@@ -170,10 +172,18 @@ func TestScenariosInProcess(t *testing.T) {
 		if len(rows) != 100 {
 			t.Fatalf("series has %d pushes; want 100", len(rows))
 		}
+		t0, _ := strconv.ParseFloat(rows[0][8], 64)
 		for i, row := range rows {
 			if row[0] != strconv.Itoa(i) || row[2] != "1" {
 				t.Errorf("series line %d: idx %s, %s receipts; want idx %d, 1", i, row[0], row[2], i)
 			}
+			// Push i is scheduled i/100 s after push 0, in unix seconds.
+			if at, err := strconv.ParseFloat(row[8], 64); err != nil || math.Abs(at-t0-float64(i)/100) > 1e-4 {
+				t.Errorf("series line %d: sched_unix_s %s; want %.6f", i, row[8], t0+float64(i)/100)
+			}
+		}
+		if now := float64(time.Now().UnixNano()) / 1e9; t0 > now || t0 < now-60 {
+			t.Errorf("series: push 0 scheduled at unix %.3f; want within the last minute (now %.3f)", t0, now)
 		}
 	})
 	t.Run("silent", func(t *testing.T) {

@@ -216,21 +216,24 @@ func sleepUntil(t time.Time, done <-chan struct{}) bool {
 }
 
 // writeSeries writes one CSV line per push index in xs: the index, its
-// scheduled offset from push 0 (period apart), how many receipts, and
-// their p50, p99 and max latency in ms, whole and up to sent_at.
-func writeSeries(path string, xs []sample, period time.Duration) error {
+// scheduled time (push 0 at start, period apart) as an offset and as unix
+// seconds (to line it up with other logs, such as bench/episodes.py's),
+// how many receipts, and their p50, p99 and max latency in ms, whole and
+// up to sent_at.
+func writeSeries(path string, xs []sample, start time.Time, period time.Duration) error {
 	byIdx := map[int64][]sample{}
 	for _, x := range xs {
 		byIdx[x.idx] = append(byIdx[x.idx], x)
 	}
 	idxs := slices.Sorted(maps.Keys(byIdx))
 	var b strings.Builder
-	b.WriteString("idx,offset_s,n,p50_ms,p99_ms,max_ms,to_server_p50_ms,to_server_max_ms\n")
+	b.WriteString("idx,offset_s,n,p50_ms,p99_ms,max_ms,to_server_p50_ms,to_server_max_ms,sched_unix_s\n")
 	for _, i := range idxs {
 		ss := byIdx[i]
 		tot, srv := summarize(totalsOf(ss)), summarize(toServerOf(ss))
-		fmt.Fprintf(&b, "%d,%.3f,%d,%.3f,%.3f,%.3f,%.3f,%.3f\n", i, (time.Duration(i) * period).Seconds(), len(ss),
-			tot.P50Ms, tot.P99Ms, tot.MaxMs, srv.P50Ms, srv.MaxMs)
+		off := time.Duration(i) * period
+		fmt.Fprintf(&b, "%d,%.3f,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.6f\n", i, off.Seconds(), len(ss),
+			tot.P50Ms, tot.P99Ms, tot.MaxMs, srv.P50Ms, srv.MaxMs, float64(start.Add(off).UnixNano())/1e9)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

@@ -212,7 +212,7 @@ func runSlow(ctx context.Context, e *env) error {
 	a, b, c := summarize(totalsOf(pa)), summarize(totalsOf(pb)), summarize(totalsOf(pc))
 	rep.metric("broadcasts", float64(issued), "", fmt.Sprintf("%d errors", pubErrs.Load()))
 	if cfg.seriesOut != "" {
-		if err := writeSeries(cfg.seriesOut, slices.Concat(pa, pb, pc), time.Duration(float64(time.Second)/rate)); err != nil {
+		if err := writeSeries(cfg.seriesOut, slices.Concat(pa, pb, pc), start, time.Duration(float64(time.Second)/rate)); err != nil {
 			return err
 		}
 	}

@@ -117,7 +117,8 @@ func runUnicast(ctx context.Context, e *env) error {
 		return fmt.Sprintf("unicast: %d accepted, %d received, %d sessions ended", ok.Load(), received.Load(), ended.Load())
 	})
 	srv0, cpu0 := e.t.cpuSeconds(ctx), cpuNow()
-	lag, issued := openLoop(count, rate, workers, time.Now().Add(10*time.Millisecond), ctx.Done(), nil, func(k int, sched time.Time) { push(k, sched, true) })
+	start := time.Now().Add(10 * time.Millisecond)
+	lag, issued := openLoop(count, rate, workers, start, ctx.Done(), nil, func(k int, sched time.Time) { push(k, sched, true) })
 	// Wait for the last pushes to arrive.
 	for wait := time.Now().Add(3 * time.Second); received.Load() < ok.Load() && time.Now().Before(wait); {
 		time.Sleep(10 * time.Millisecond)
@@ -128,7 +129,7 @@ func runUnicast(ctx context.Context, e *env) error {
 
 	samples := collect(sessions, nil)
 	if cfg.seriesOut != "" {
-		if err := writeSeries(cfg.seriesOut, samples, time.Duration(float64(time.Second)/rate)); err != nil {
+		if err := writeSeries(cfg.seriesOut, samples, start, time.Duration(float64(time.Second)/rate)); err != nil {
 			return err
 		}
 	}
