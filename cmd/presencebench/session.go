@@ -195,7 +195,7 @@ type sessionSpec struct {
 	// every session at the same push (the 512th, 853rd, 1365th, 2048th:
 	// one size class after another), and reallocating a thousand of them
 	// at once stalled the tool for 100-600 ms, which it then reported as
-	// the server's latency (see BENCHMARKS.md, "slow"). They are also
+	// the server's latency (BENCHMARKS.md, "The slow tail was the tool's"). They are also
 	// written once, or every session would fault in its fresh pages at
 	// the same push instead.
 	expect int

@@ -152,11 +152,10 @@ func runSlow(ctx context.Context, e *env) error {
 		func() bool { return time.Now().UnixNano() >= stopAt.Load() },
 		func(k int, sched time.Time) {
 			if k == kStall {
-				for _, s := range stalled {
-					if cfg.slowControl {
-						break
+				if !cfg.slowControl {
+					for _, s := range stalled {
+						s.stall.Store(true)
 					}
-					s.stall.Store(true)
 				}
 				stallAt.Store(time.Now().UnixNano())
 			}
