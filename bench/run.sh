@@ -96,14 +96,15 @@ for ((round = 1; round <= RUNS; round++)); do
 	want unicast-bdp && bench unicast-bdp "$round" -- --scenario unicast --sessions 10000 --rate 500 --duration 20s --client-bdp
 	want silent && bench silent "$round" --heartbeat-interval 1s --heartbeat-timeout 3s --reap-interval 1s -- \
 		--scenario silent --sessions 1000 --silent-frac 0.1 --reap-interval 1s
+	# The older slow runs, 5 s phases (only when named in ONLY): their p99
+	# ratio swung both ways between runs of one build.
 	want slow && bench slow "$round" -- --scenario slow --sessions 1000 --slow-frac 0.01 --rate 50 --payload-bytes 1024 --baseline 5s --duration 20s
-	# The same at 25/s: at 50/s the server's one core is ~90% busy and the
-	# others' tail measures saturation, not isolation.
 	want slow-25 && bench slow-25 "$round" -- --scenario slow --sessions 1000 --slow-frac 0.01 --rate 25 --payload-bytes 1024 --baseline 5s --duration 20s
-	# Slow at 50/s with phases long enough for a p99 to hold many of the
-	# machine's spikes (only when named in ONLY): a queue of 1,024 frames
-	# keeps the stalled sessions ≈22 s, against a 20 s baseline; the
-	# readers on the raw client (the stalled ones stay on grpc-go).
+	# The published slow runs, at 50/s and 25/s, with phases long enough
+	# for a p99 to hold many of the machine's spikes: a queue of 1,024
+	# frames keeps the stalled sessions ≈22 s (50/s), against a 20 s
+	# baseline; the readers on the raw client (the stalled ones stay on
+	# grpc-go).
 	want slow-long && bench slow-long "$round" --queue-max-messages 1024 --queue-max-bytes 2097152 -- \
 		--scenario slow --sessions 1000 --slow-frac 0.01 --rate 50 --payload-bytes 1024 --baseline 20s --duration 40s --client raw
 	want slow-long-25 && bench slow-long-25 "$round" --queue-max-messages 1024 --queue-max-bytes 2097152 -- \

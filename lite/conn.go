@@ -839,9 +839,9 @@ func (c *conn) queueLocked(b []byte, yield bool) error {
 // one connection per session made one write per 5 frames and delivered
 // 67–81k/s; after one round 73–161k/s; as here, about what the
 // writer-per-session path did, 320k/s (bench/results/direct-send*,
-// BENCHMARKS.md). The rounds read a
-// counter of the server's, not the connection, whose cache lines a wave
-// over 10,000 connections has long evicted.
+// BENCHMARKS.md). The rounds read a counter of the server's, not the
+// connection, whose cache lines a wave over 10,000 connections has long
+// evicted.
 func (c *conn) flushInBackground() {
 	if c.flushing {
 		return
