@@ -62,6 +62,7 @@ require_free_port
 	echo "after: $after_rev"
 	echo "server: taskset -c $SERVER_CPU presenced-{before,after} --grpc-addr $GRPC --http-addr $HTTP ..."
 	echo "tool:   taskset -c $TOOL_CPU presencebench ..."
+	cpu_note
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt"
 

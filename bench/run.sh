@@ -20,7 +20,10 @@
 # churn's cycles, to tell a leak, which grows with them, from a constant), SERVER_ARGS (presenced flags
 # for every run, e.g. "--transport lite"), SERVER_CPU=0, TOOL_CPU=1, OUT=bench/results, QUIET_WAIT=10
 # (seconds to wait, before each run, for other processes to leave the CPUs
-# alone; the reports record how busy the machine was either way).
+# alone; the reports record how busy the machine was either way),
+# CPU_GUARANTEE=1 (root only: the server and the tool each in a cpu cgroup
+# at the largest weight, so the machine's other tasks, whatever their nice,
+# cannot take their cores; see bench/lib.sh).
 # BENCH_COMMIT names the server's commit when run outside a git checkout.
 # Roughly 15-20 minutes on a quiet machine; longer when other work shares the CPUs.
 set -euo pipefail
@@ -63,6 +66,7 @@ require_free_port
 	echo "ulimit -n: $(ulimit -n)"
 	echo "server: taskset -c $SERVER_CPU presenced --grpc-addr $GRPC --http-addr $HTTP ${SERVER_ARGS:-}..."
 	echo "tool:   taskset -c $TOOL_CPU presencebench ..."
+	cpu_note
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt"
 

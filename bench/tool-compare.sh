@@ -43,6 +43,7 @@ require_free_port
 	echo "tool after: $(git rev-parse --short HEAD) (+ working tree)"
 	echo "server: taskset -c $SERVER_CPU presenced --grpc-addr $GRPC --http-addr $HTTP (this checkout)"
 	echo "tool:   taskset -c $TOOL_CPU presencebench-{before,after} ..."
+	cpu_note
 } >"$OUT/machine.txt"
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }
