@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -70,8 +71,14 @@ type conn struct {
 	// Coalesced writes (see writeLocked): frames queued and not yet
 	// written, and whether a goroutine is writing them.
 	pending  *[]byte   // a pooled buffer, nil when nothing waits
-	flushing bool      // a goroutine is in the flush loop
+	flushing bool      // a flush loop owns pending (or a shard's list holds c)
 	flushed  sync.Cond // on wmu: the flush loop wrote a batch or ended
+
+	// raw writes to the socket without waiting (nil unless nc is a plain
+	// socket); shard is the flush shard TrySend hands c to (see
+	// flushInBackground).
+	raw   syscall.RawConn
+	shard *flushShard
 
 	inline [idleReadBufSize]byte
 }
@@ -95,6 +102,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c.cond.L = &c.mu
 	c.flushed.L = &c.wmu
+	c.raw = rawConnOf(nc)
+	c.shard = s.nextShard()
 	c.rbuf = c.inline[:]
 	c.recvConnAvail = int64(s.opts.InitialConnWindowSize)
 	c.lastRead.Store(time.Now().UnixNano())
@@ -826,46 +835,38 @@ func (c *conn) queueLocked(b []byte, yield bool) error {
 	return c.werr
 }
 
-// flushInBackground writes what is queued on a goroutine of its own,
-// unless one is writing already. wmu must be held.
+// flushInBackground has what is queued written off the caller's
+// goroutine, unless a writer is at it already. wmu must be held.
 //
-// The goroutine first lets the other runnable goroutines run, and again
-// while TrySend keeps queueing messages anywhere on the server (at most
-// maxFlushDelays rounds), because a write costs far more than the
-// frames in it (≈40 µs on loopback, most of it the kernel's). When a
-// round queues nothing (a lone push, or a broadcast's loop is over) it
-// writes; during a stream of broadcasts the frames of the next ones join
-// the same write. Writing at the first chance, a saturated fan-out over
-// one connection per session made one write per 5 frames and delivered
-// 67–81k/s; after one round 73–161k/s; as here, about what the
-// writer-per-session path did, 320k/s (bench/results/direct-send*,
-// BENCHMARKS.md). The rounds read a counter of the server's, not the
-// connection, whose cache lines a wave over 10,000 connections has long
-// evicted.
+// On a TCP connection the connection joins its flush shard's list (see
+// flushShard): one goroutine per shard writes every listed connection
+// without blocking, so a broadcast over 10,000 connections costs one
+// goroutine and 10,000 write calls, not 10,000 goroutines each with its
+// scheduling rounds and its write deadline. A connection whose socket is
+// full goes on to a goroutine of its own (flushAlone). Other connections
+// (TLS) get that goroutine at once.
 func (c *conn) flushInBackground() {
 	if c.flushing {
 		return
 	}
 	c.flushing = true
+	if c.raw != nil {
+		c.shard.add(c)
+		return
+	}
 	go func() {
-		n := c.srv.trySends.Load()
-		for range maxFlushDelays {
-			runtime.Gosched()
-			m := c.srv.trySends.Load()
-			if m == n {
-				break
-			}
-			n = m
-		}
-		c.wmu.Lock()
-		c.flushLocked()
-		c.wmu.Unlock()
+		c.srv.settle()
+		c.flushAlone()
 	}()
 }
 
-// maxFlushDelays bounds the scheduling rounds a background flush waits
-// for more frames (see flushInBackground).
-const maxFlushDelays = 8
+// flushAlone runs the flush loop with blocking writes, under their
+// deadline; the caller set c.flushing.
+func (c *conn) flushAlone() {
+	c.wmu.Lock()
+	c.flushLocked()
+	c.wmu.Unlock()
+}
 
 // flushLocked is the flush loop: it writes what is queued, batch after
 // batch, until nothing is or a write failed. The caller set c.flushing;
@@ -879,13 +880,58 @@ func (c *conn) flushLocked() {
 		_, err := c.nc.Write(*bp)
 		putWriteBuf(bp)
 		c.wmu.Lock()
-		if err != nil && c.werr == nil {
-			c.werr = err
-			c.nc.Close()
-		}
-		c.flushed.Broadcast()
+		c.wrote(err)
 	}
-	if c.pending != nil { // the write failed: drop what waits
+	c.flushDone()
+}
+
+// flushNow is the flush loop of a flush shard's goroutine: it writes what
+// is queued without ever waiting for the socket. When the socket takes
+// only part, the rest goes back to the front of the queue and the loop
+// goes on on a goroutine of its own (flushAlone), where waiting is
+// harmless. The caller set c.flushing; wmu must not be held.
+func (c *conn) flushNow() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for c.pending != nil && c.werr == nil {
+		bp := c.pending
+		c.pending = nil
+		c.wmu.Unlock()
+		n, err := writeNow(c.raw, *bp)
+		c.wmu.Lock()
+		if err == errWouldBlock {
+			rest := getWriteBuf()
+			*rest = append(*rest, (*bp)[n:]...)
+			if c.pending != nil {
+				*rest = append(*rest, *c.pending...)
+				putWriteBuf(c.pending)
+			}
+			c.pending = rest
+			putWriteBuf(bp)
+			c.srv.handedOff.Add(1)
+			go c.flushAlone()
+			return
+		}
+		putWriteBuf(bp)
+		c.wrote(err)
+	}
+	c.flushDone()
+}
+
+// wrote records a flush loop's write: a failed one closes the connection.
+// Writers waiting for room are woken either way. wmu must be held.
+func (c *conn) wrote(err error) {
+	if err != nil && c.werr == nil {
+		c.werr = err
+		c.nc.Close()
+	}
+	c.flushed.Broadcast()
+}
+
+// flushDone ends a flush loop: what still waits after a failed write is
+// dropped. wmu must be held.
+func (c *conn) flushDone() {
+	if c.pending != nil {
 		putWriteBuf(c.pending)
 		c.pending = nil
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,26 @@ type countingConn struct {
 func (c *countingConn) Write(b []byte) (int, error) {
 	c.writes.Add(1)
 	return c.Conn.Write(b)
+}
+
+// SyscallConn exposes the socket as *net.TCPConn does, so that the flush
+// shards write to it (flushInBackground), and counts their writes too.
+func (c *countingConn) SyscallConn() (syscall.RawConn, error) {
+	rc, err := c.Conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return countingRawConn{rc, c.writes}, nil
+}
+
+type countingRawConn struct {
+	syscall.RawConn
+	writes *atomic.Int64
+}
+
+func (r countingRawConn) Write(f func(fd uintptr) bool) error {
+	r.writes.Add(1)
+	return r.RawConn.Write(f)
 }
 
 // sendMsgsServer serves a chat method whose first message makes the

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -151,6 +152,14 @@ type Server struct {
 	// conn.flushInBackground).
 	trySends atomic.Uint64
 
+	// shards write TrySend's frames (see flushShard), one per processor;
+	// shardTurn hands them to new connections in turn. handedOff counts
+	// the flushes that found a socket full and went on on a goroutine of
+	// their own.
+	shards    []flushShard
+	shardTurn atomic.Uint32
+	handedOff atomic.Uint64
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
@@ -186,6 +195,7 @@ func NewServer(o Options) *Server {
 		quit:      make(chan struct{}),
 		sweepStop: make(chan struct{}),
 		done:      make(chan struct{}),
+		shards:    make([]flushShard, runtime.GOMAXPROCS(0)),
 	}
 }
 

@@ -1,12 +1,16 @@
 package lite
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"net"
 	"strconv"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -170,4 +174,99 @@ func TestTrySendRefusesWhatMustWait(t *testing.T) {
 	if ok, err := st.TrySend(seqMsg(1, 10)); ok || err == nil {
 		t.Fatalf("TrySend after Finish: %v, %v; want false and an error", ok, err)
 	}
+}
+
+// TestTrySendFullSocket: TrySend to a client whose TCP receive buffer is
+// full (it stops reading at the socket; its HTTP/2 windows are huge, so
+// only the socket holds the messages back). The shard's non-blocking
+// write finds the socket full and the flush goes on on a goroutine of its
+// own; once the client reads, every message arrives, whole and in order.
+// Later, with that goroutine's write deadline long past, TrySend still
+// delivers.
+func TestTrySendFullSocket(t *testing.T) {
+	const writeTimeout = time.Second
+	s := NewServer(Options{WriteTimeout: writeTimeout})
+	streams := make(chan *Stream, 1)
+	s.HandleEvents(chatMethod, func(st *Stream) Events {
+		return funcEvents{msg: func([]byte) {
+			go func() {
+				if err := st.Send(seqMsg(0, 10)); err == nil {
+					streams <- st
+				}
+			}()
+		}}
+	})
+	rc := dialRaw(t, startServer(t, s))
+	rc.nc.(*net.TCPConn).SetReadBuffer(64 << 10)
+	if _, err := rc.nc.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
+	rc.fr.WriteWindowUpdate(0, 1<<30)
+	rc.readUntil(5*time.Second, func(f rawFrame) bool { return f.typ == http2.FrameSettings && !f.flags.Has(http2.FlagSettingsAck) })
+	rc.fr.WriteSettingsAck()
+	rc.headers(1, requestBlock(chatMethod), false)
+	rc.fr.WriteData(1, false, []byte{0, 0, 0, 0, 0})
+
+	// msgs reads gRPC messages off stream 1's DATA frames.
+	var data []byte
+	next := func() []byte {
+		t.Helper()
+		rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for len(data) < 5 || len(data) < 5+int(binary.BigEndian.Uint32(data[1:5])) {
+			f, err := rc.fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("reading DATA: %v", err)
+			}
+			if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+				data = append(data, d.Data()...)
+			}
+		}
+		n := 5 + int(binary.BigEndian.Uint32(data[1:5]))
+		m := data[5:n:n]
+		data = data[n:]
+		return m
+	}
+	if got := next(); !bytes.Equal(got, seqMsg(0, 10)) {
+		t.Fatalf("hello: got %d bytes, want the 10-byte hello", len(got))
+	}
+	var st *Stream
+	select {
+	case st = <-streams:
+	case <-time.After(5 * time.Second):
+		t.Fatal("timed out waiting for the server's stream")
+	}
+
+	var sent [][]byte
+	for deadline := time.Now().Add(5 * time.Second); len(sent) < 4000 && s.handedOff.Load() == 0 && time.Now().Before(deadline); {
+		msg := seqMsg(len(sent)+1, 16000)
+		ok, err := st.TrySend(msg)
+		if err != nil {
+			t.Fatalf("TrySend %d: %v", len(sent)+1, err)
+		}
+		if !ok { // the connection's queue is full while a write is under way
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		sent = append(sent, msg)
+	}
+	if s.handedOff.Load() == 0 {
+		t.Fatalf("%d messages of 16 kB queued and no flush found the socket full", len(sent))
+	}
+	t.Logf("the socket was full after %d messages of 16 kB", len(sent))
+	for i, want := range sent {
+		if got := next(); !bytes.Equal(got, want) {
+			t.Fatalf("message %d of %d: got %d bytes that differ from the %d sent", i+1, len(sent), len(got), len(want))
+		}
+	}
+
+	time.Sleep(writeTimeout + 200*time.Millisecond)
+	last := seqMsg(len(sent)+1, 100)
+	if ok, err := st.TrySend(last); !ok || err != nil {
+		t.Fatalf("TrySend after the deadline passed: %v, %v; want true", ok, err)
+	}
+	if got := next(); !bytes.Equal(got, last) {
+		t.Fatalf("after the deadline passed: got %d bytes, want the %d sent", len(got), len(last))
+	}
+	rc.alive()
 }
