@@ -311,6 +311,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 	presencev1.RegisterPresenceServiceServer(d.public.gs, srv)
 	if l, ok := d.public.gs.(*liteServer); ok {
 		l.HandleEvents(presencev1.PresenceService_Connect_FullMethodName, liteConnect(srv))
+		d.metrics.MustRegister(newLiteCollector(l.Server))
 	}
 	backendGRPC := d.public
 	if split {

@@ -407,7 +407,15 @@ func TestMetricsOverHTTP(t *testing.T) {
 		`presence_sessions_ended_total{reason="client_closed"}`: 0,
 		`presence_pushes_total{scope="uid"}`:                    0,
 	})
+	before := scrapeMetrics(t, d)
 	c := connect(t, dial(t, d), "alice")
+	if testTransport != TransportGRPC {
+		// The gateway's in-process connection may already be counted.
+		waitMetrics(t, d, map[string]float64{
+			`presence_transport_connections`:          before[`presence_transport_connections`] + 1,
+			`presence_transport_flush_handoffs_total`: 0,
+		})
+	}
 	waitMetrics(t, d, map[string]float64{
 		`presence_sessions`:                               1,
 		`presence_online_uids`:                            1,

@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -41,6 +42,32 @@ func (c Config) newLiteServer(unary grpc.UnaryServerInterceptor, stream grpc.Str
 		StreamInterceptor:     stream,
 		Logger:                c.Logger,
 	})}
+}
+
+// liteCollector exports the lite transport's counters (lite.Stats).
+type liteCollector struct {
+	srv             *lite.Server
+	conns, handoffs *prometheus.Desc
+}
+
+func newLiteCollector(srv *lite.Server) *liteCollector {
+	return &liteCollector{
+		srv:   srv,
+		conns: prometheus.NewDesc("presence_transport_connections", "HTTP/2 connections open on the gRPC listener (lite transport).", nil, nil),
+		handoffs: prometheus.NewDesc("presence_transport_flush_handoffs_total",
+			"Pushes' writes that found the client's socket full and went on on a goroutine of their own (lite transport): clients reading slower than they are written to, seen before their queues overflow.", nil, nil),
+	}
+}
+
+func (c *liteCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.conns
+	ch <- c.handoffs
+}
+
+func (c *liteCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(st.Conns))
+	ch <- prometheus.MustNewConstMetric(c.handoffs, prometheus.CounterValue, float64(st.FlushHandoffs))
 }
 
 // liteTLS is tlsCfg for the lite transport's listener, which speaks only

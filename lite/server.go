@@ -354,6 +354,24 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
+// Stats are a Server's transport counters, read for metrics.
+type Stats struct {
+	// Conns is the number of HTTP/2 connections open now.
+	Conns int
+	// FlushHandoffs counts the TrySend flushes that found the client's
+	// socket full and went on on a goroutine of their own: a client that
+	// reads slower than it is written to, seen before its queue fills.
+	FlushHandoffs uint64
+}
+
+// Stats returns the server's counters now.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	return Stats{Conns: n, FlushHandoffs: s.handedOff.Load()}
+}
+
 func (s *Server) isStopped() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

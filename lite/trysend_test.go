@@ -238,7 +238,7 @@ func TestTrySendFullSocket(t *testing.T) {
 	}
 
 	var sent [][]byte
-	for deadline := time.Now().Add(5 * time.Second); len(sent) < 4000 && s.handedOff.Load() == 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(5 * time.Second); len(sent) < 4000 && s.Stats().FlushHandoffs == 0 && time.Now().Before(deadline); {
 		msg := seqMsg(len(sent)+1, 16000)
 		ok, err := st.TrySend(msg)
 		if err != nil {
@@ -250,8 +250,8 @@ func TestTrySendFullSocket(t *testing.T) {
 		}
 		sent = append(sent, msg)
 	}
-	if s.handedOff.Load() == 0 {
-		t.Fatalf("%d messages of 16 kB queued and no flush found the socket full", len(sent))
+	if st := s.Stats(); st.FlushHandoffs == 0 || st.Conns != 1 {
+		t.Fatalf("%d messages of 16 kB queued: Stats = %+v; want a flush handed off, on 1 connection", len(sent), st)
 	}
 	t.Logf("the socket was full after %d messages of 16 kB", len(sent))
 	for i, want := range sent {
