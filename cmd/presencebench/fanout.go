@@ -72,7 +72,8 @@ func runFanout(ctx context.Context, e *env) error {
 		r, _ := tr.totals(0, int64(fixed))
 		return fmt.Sprintf("fixed rate: %d deliveries, %d sessions ended", r, tr.ended.Load())
 	})
-	lag, issued := openLoop(fixed, rate, 64, time.Now().Add(10*time.Millisecond), ctx.Done(), nil, func(k int, sched time.Time) {
+	start := time.Now().Add(10 * time.Millisecond)
+	lag, issued := openLoop(fixed, rate, 64, start, ctx.Done(), nil, func(k int, sched time.Time) {
 		t0 := time.Now()
 		resp, err := pub.broadcast(ctx, int64(k), sched.UnixNano())
 		mu.Lock()
@@ -93,7 +94,15 @@ func runFanout(ctx context.Context, e *env) error {
 	recv, deliv := tr.totals(0, int64(fixed))
 	rep.metric("fixed.broadcasts", float64(issued), "", fmt.Sprintf("%.1f/s offered, %d errors", rate, pubErrs))
 	rep.metric("fixed.deliveries", float64(recv), "", fmt.Sprintf("server queued %d", deliv))
-	fl := summarize(totalsOf(collect(sessions, idxRange(0, int64(fixed)))))
+	fixedSamples := collect(sessions, idxRange(0, int64(fixed)))
+	fl := summarize(totalsOf(fixedSamples))
+	if cfg.seriesOut != "" {
+		// A line per broadcast: whether a p99 comes from every wave or
+		// from a few waves that were late.
+		if err := writeSeries(cfg.seriesOut, fixedSamples, start, time.Duration(float64(time.Second)/rate)); err != nil {
+			return err
+		}
+	}
 	rep.latency("fixed.latency", fl)
 	rep.latency("fixed.broadcast_rpc", summarize(rpcLat))
 	rep.latency("fixed.tool_lag", summarize(lag))

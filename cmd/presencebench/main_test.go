@@ -127,9 +127,21 @@ func TestScenariosInProcess(t *testing.T) {
 	// reaches every session, none is evicted, latencies are sampled.
 	for _, per := range []string{"1", "5"} {
 		t.Run("fanout raw streams/conn="+per, func(t *testing.T) {
+			series := filepath.Join(t.TempDir(), "series.csv")
 			r, table := runReport(t, "--inprocess", "--client", "raw", "--scenario", "fanout", "--sessions", "20", "--streams-per-conn", per,
-				"--rate", "20", "--duration", "1s", "--count", "40", "--window", "4")
+				"--rate", "20", "--duration", "1s", "--count", "40", "--window", "4", "--series", series)
 			checkRawReport(t, r, table)
+			// A line per broadcast of the fixed phase, each received by
+			// all 20 sessions, 50 ms apart.
+			rows := readSeries(t, series)
+			if len(rows) != 20 {
+				t.Fatalf("series has %d broadcasts; want 20", len(rows))
+			}
+			for i, row := range rows {
+				if off, err := strconv.ParseFloat(row[1], 64); row[0] != strconv.Itoa(i) || row[2] != "20" || err != nil || math.Abs(off-float64(i)*0.05) > 1e-6 {
+					t.Errorf("series line %d: idx %s, offset %s s, %s receipts; want idx %d, %.2f s, 20", i, row[0], row[1], row[2], i, float64(i)*0.05)
+				}
+			}
 			if got := metricOf(t, r, "fixed.deliveries"); got != 20*20 {
 				t.Errorf("fixed.deliveries = %v; want 400", got)
 			}
