@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -105,13 +106,21 @@ func TestTrySendManyStreamsFewWrites(t *testing.T) {
 	defer cancel()
 	css, sts := openHellos(t, ctx, cc, n, streams, refused)
 
+	// One processor while the messages are handed over, so that the flush
+	// shard's goroutine cannot run until the loop is done, as on a busy
+	// server where a broadcast's loop outpaces the write. With two, on a
+	// loaded CI machine under -race, the shard wrote between TrySends and
+	// the count depended on the scheduler (18 writes, once).
+	procs := runtime.GOMAXPROCS(1)
 	before := cl.writes.Load()
 	for i, st := range sts {
 		ok, err := st.TrySend(seqMsg(i+1, 100))
 		if !ok || err != nil {
+			runtime.GOMAXPROCS(procs)
 			t.Fatalf("TrySend to stream %d: %v, %v; want true (its windows are open)", i, ok, err)
 		}
 	}
+	runtime.GOMAXPROCS(procs)
 	for i, cs := range css {
 		recvSeqOnly(t, cs, seqMsg(i+1, 100))
 	}
