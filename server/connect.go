@@ -79,7 +79,14 @@ func (srv *Server) Attach(out Sender, ended func(error)) (*Inbound, error) {
 		s.end(endf(ReasonIdentifyTimeout, "no Identify within %v of opening the stream; send Identify as the first frame", srv.opts.IdentifyTimeout))
 	})
 	in.stopDrain = context.AfterFunc(srv.drainCtx, func() {
-		s.end(&EndError{Reason: ReasonShutdown, Msg: "the server is shutting down; reconnect in a few seconds"})
+		// Shutdown's own cause, with its reconnect hint: this hook also
+		// wins for a session whose Identified is out but whose open has
+		// not yet stopped the hook, and that session gets a Goodbye. One
+		// still unidentified gets only the status, whose message cannot
+		// point at a hint.
+		cause := srv.shutdownCause()
+		cause.Msg = "the server is shutting down; reconnect in a few seconds"
+		s.end(cause)
 	})
 	context.AfterFunc(ctx, func() {
 		ended(in.end())
@@ -237,6 +244,9 @@ func (srv *Server) open(s *session, req *presencev1.ConnectRequest) *EndError {
 		if err := srv.deliverStored(s.ctx, s.uid); err != nil {
 			srv.log.Warn("could not take the uid's stored pushes; they wait for its next Identify or their time", "uid", s.uid, "err", err)
 		}
+	}
+	if srv.hooks.opened != nil {
+		srv.hooks.opened(s)
 	}
 	return nil
 }

@@ -66,7 +66,8 @@ type Server struct {
 
 // testHooks let tests observe the engine without sleeping.
 type testHooks struct {
-	ended func(*session, *EndError)
+	ended  func(*session, *EndError)
+	opened func(*session) // at the end of a successful open
 }
 
 var (
