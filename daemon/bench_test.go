@@ -2,10 +2,14 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
@@ -77,5 +81,60 @@ func BenchmarkPing(b *testing.B) {
 		if c.next(b).GetPong() == nil {
 			b.Fatal("want a pong")
 		}
+	}
+}
+
+// BenchmarkBroadcast is one broadcast through the gRPC backend API to n
+// identified sessions, each on a TCP connection of its own (as in
+// presencebench's 1-conn fan-out), timed until every session has read
+// it. allocs/delivery counts both sides (the grpc-go clients' share is
+// most of it); for the server's share, profile and focus on it:
+//
+//	go test -run '^$' -bench 'Broadcast/' -benchmem -memprofile /tmp/mem.out -memprofilerate 1 ./daemon
+//	go tool pprof -sample_index=alloc_objects -focus 'presence/(lite|server)' -top /tmp/mem.out
+func BenchmarkBroadcast(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
+			cfg := testConfig()
+			cfg.Server.HeartbeatInterval, cfg.Server.HeartbeatTimeout = time.Minute, 3*time.Minute
+			d := startConfig(b, cfg)
+			var got sync.WaitGroup
+			for i := range n {
+				c := connect(b, dial(b, d), fmt.Sprintf("u%d", i))
+				go func() {
+					for {
+						select {
+						case f := <-c.frames:
+							if f.GetPush() != nil {
+								got.Done()
+							}
+						case <-c.errc: // the stream ended at cleanup
+							return
+						}
+					}
+				}()
+			}
+			api := presencev1.NewBackendServiceClient(dial(b, d))
+			req := &presencev1.BroadcastRequest{Payload: &presencev1.BroadcastRequest_Binary{
+				Binary: &presencev1.BinaryPayload{ContentType: "text/plain", Data: []byte("1764136800000000000 42")},
+			}}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for b.Loop() {
+				got.Add(n)
+				resp, err := api.Broadcast(context.Background(), req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if resp.GetDelivered() != uint32(n) {
+					b.Fatalf("delivered to %d sessions; want %d", resp.GetDelivered(), n)
+				}
+				got.Wait()
+			}
+			runtime.ReadMemStats(&after)
+			deliveries := float64(b.N) * float64(n)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
+		})
 	}
 }
