@@ -890,14 +890,14 @@ func (c *conn) flushLocked() {
 // only part, the rest goes back to the front of the queue and the loop
 // goes on on a goroutine of its own (flushAlone), where waiting is
 // harmless. The caller set c.flushing; wmu must not be held.
-func (c *conn) flushNow() {
+func (c *conn) flushNow(w *rawWriter) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	for c.pending != nil && c.werr == nil {
 		bp := c.pending
 		c.pending = nil
 		c.wmu.Unlock()
-		n, err := writeNow(c.raw, *bp)
+		n, err := w.writeNow(c.raw, *bp)
 		c.wmu.Lock()
 		if err == errWouldBlock {
 			rest := getWriteBuf()

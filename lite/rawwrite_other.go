@@ -11,4 +11,6 @@ import (
 // goroutine of its own (see conn.flushInBackground).
 func rawConnOf(net.Conn) syscall.RawConn { return nil }
 
-func writeNow(syscall.RawConn, []byte) (int, error) { panic("lite: writeNow without a raw socket") }
+func (*rawWriter) writeNow(syscall.RawConn, []byte) (int, error) {
+	panic("lite: writeNow without a raw socket")
+}

@@ -29,31 +29,15 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 // count written) or it fails. It never waits, so it needs no deadline.
 // A deadline left in the past by an earlier blocking write also reports
 // errWouldBlock: the caller then writes the usual way, under a fresh one.
-func writeNow(rc syscall.RawConn, b []byte) (int, error) {
-	n := 0
-	var werr error
-	// The callback returns true (done) every time: it must never wait for
-	// the socket here.
-	err := rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, err := syscall.Write(int(fd), b[n:])
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				werr = errWouldBlock
-				return true
-			case err != nil:
-				werr = os.NewSyscallError("write", err)
-				return true
-			case m <= 0: // never for a non-empty buffer on a socket
-				werr = io.ErrShortWrite
-				return true
-			}
-			n += m
-		}
-		return true
-	})
+// One goroutine at a time may use w.
+func (w *rawWriter) writeNow(rc syscall.RawConn, b []byte) (int, error) {
+	if w.fn == nil {
+		w.fn = w.write
+	}
+	w.b, w.n, w.err = b, 0, nil
+	err := rc.Write(w.fn)
+	n, werr := w.n, w.err
+	w.b, w.err = nil, nil // hold neither past the call
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return n, errWouldBlock
 	}
@@ -61,4 +45,27 @@ func writeNow(rc syscall.RawConn, b []byte) (int, error) {
 		return n, err
 	}
 	return n, werr
+}
+
+// write is the callback of writeNow's RawConn.Write. It returns true
+// (done) every time: it must never wait for the socket.
+func (w *rawWriter) write(fd uintptr) bool {
+	for w.n < len(w.b) {
+		m, err := syscall.Write(int(fd), w.b[w.n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			w.err = errWouldBlock
+			return true
+		case err != nil:
+			w.err = os.NewSyscallError("write", err)
+			return true
+		case m <= 0: // never for a non-empty buffer on a socket
+			w.err = io.ErrShortWrite
+			return true
+		}
+		w.n += m
+	}
+	return true
 }
