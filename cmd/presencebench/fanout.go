@@ -67,6 +67,7 @@ func runFanout(ctx context.Context, e *env) error {
 	var mu sync.Mutex
 	var pubErrs int
 	var rpcLat []int64
+	mem0, memErr := e.t.sample(ctx)
 	srv0, cpu0 := e.t.cpuSeconds(ctx), cpuNow()
 	stop := e.pr.every(time.Second, func() string {
 		r, _ := tr.totals(0, int64(fixed))
@@ -91,9 +92,13 @@ func runFanout(ctx context.Context, e *env) error {
 	stop()
 	fixedCPU := cpuSince(cpu0)
 	fixedSrv := e.t.cpuSeconds(ctx) - srv0
+	mem1, mem1Err := e.t.sample(ctx)
 	recv, deliv := tr.totals(0, int64(fixed))
 	rep.metric("fixed.broadcasts", float64(issued), "", fmt.Sprintf("%.1f/s offered, %d errors", rate, pubErrs))
 	rep.metric("fixed.deliveries", float64(recv), "", fmt.Sprintf("server queued %d", deliv))
+	if memErr == nil && mem1Err == nil {
+		serverAllocs(rep, "fixed", mem0, mem1, fixedCPU.WallSec, recv)
+	}
 	fixedSamples := collect(sessions, idxRange(0, int64(fixed)))
 	fl := summarize(totalsOf(fixedSamples))
 	if cfg.seriesOut != "" {
@@ -236,4 +241,19 @@ func saturate(ctx context.Context, pr *progress, tr *tracker, pub *publisher, s 
 		r.elapsed = time.Since(start)
 	}
 	return r
+}
+
+// serverAllocs reports what the server allocated and how often it
+// collected during a phase, from two scrapes of its /metrics: a GC's mark
+// phase shares the server's one core with the wave it overlaps. The
+// objects per delivery count all the phase's work (Pings and the
+// broadcast calls too) and the second scrape's own allocations.
+func serverAllocs(rep *Report, phase string, before, after serverSample, wall float64, recv int64) {
+	rep.metric(phase+".server_gcs", after.gcCount-before.gcCount, "", "GCs the server completed in the phase")
+	if wall > 0 {
+		rep.metric(phase+".server_alloc_mb_per_s", (after.allocBytes-before.allocBytes)/1e6/wall, "MB/s", "heap allocation rate (go_memstats_alloc_bytes_total)")
+	}
+	if recv > 0 {
+		rep.metric(phase+".server_allocs_per_delivery", (after.mallocs-before.mallocs)/float64(recv), "objects", "go_memstats_mallocs_total over deliveries; Pings and broadcast calls included")
+	}
 }

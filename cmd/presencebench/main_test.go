@@ -122,6 +122,17 @@ func TestScenariosInProcess(t *testing.T) {
 			t.Errorf("saturation.deliveries = %v; want 800", got)
 		}
 		checkPassed(t, r, "fanout saturated: no eviction")
+		// From two scrapes of the server's /metrics: the phase allocated
+		// (every delivery and Ping does) and GCs were counted, if none.
+		if got := metricOf(t, r, "fixed.server_alloc_mb_per_s"); got <= 0 {
+			t.Errorf("fixed.server_alloc_mb_per_s = %v; want > 0", got)
+		}
+		if got := metricOf(t, r, "fixed.server_allocs_per_delivery"); got <= 0 {
+			t.Errorf("fixed.server_allocs_per_delivery = %v; want > 0", got)
+		}
+		if got := metricOf(t, r, "fixed.server_gcs"); got < 0 {
+			t.Errorf("fixed.server_gcs = %v; want >= 0", got)
+		}
 	})
 	// The raw client (--client raw) in the same shapes: every broadcast
 	// reaches every session, none is evicted, latencies are sampled.

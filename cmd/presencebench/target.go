@@ -207,6 +207,8 @@ type serverSample struct {
 	heapLive   float64 // go_gc_heap_live_bytes: marked live by the last GC; -1 if not exported
 	stackInuse float64 // go_memstats_stack_inuse_bytes
 	gcCount    float64 // go_gc_duration_seconds_count
+	allocBytes float64 // go_memstats_alloc_bytes_total: allocated since start
+	mallocs    float64 // go_memstats_mallocs_total: objects allocated since start
 	sessions   float64 // presence_sessions if the server exports it, else -1
 	rss        float64 // bytes: /proc/<pid>/status VmRSS, else process_resident_memory_bytes
 	cpu        float64 // seconds of CPU: /proc/<pid>/stat, else process_cpu_seconds_total
@@ -224,6 +226,8 @@ func (t *target) sample(ctx context.Context) (serverSample, error) {
 	s.heapAlloc = m["go_memstats_heap_alloc_bytes"]
 	s.stackInuse = m["go_memstats_stack_inuse_bytes"]
 	s.gcCount = m["go_gc_duration_seconds_count"]
+	s.allocBytes = m["go_memstats_alloc_bytes_total"]
+	s.mallocs = m["go_memstats_mallocs_total"]
 	if v, ok := m["go_gc_heap_live_bytes"]; ok {
 		s.heapLive = v
 	}
