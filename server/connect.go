@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
@@ -400,9 +399,7 @@ func (s *session) handle(req *presencev1.ConnectRequest, limit *frameLimiter) bo
 			return false
 		}
 	case *presencev1.ConnectRequest_Ping:
-		s.enqueue(newFrame(&presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Pong{Pong: &presencev1.Pong{
-			Seq: f.Ping.GetSeq(), ServerTime: timestamppb.New(now),
-		}}}))
+		s.enqueue(newPong(f.Ping.GetSeq(), now))
 	case *presencev1.ConnectRequest_Identify:
 		s.end(endf(ReasonProtocol, "Identify was sent twice; send it once, as the first frame"))
 		return false

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	presencev1 "github.com/presence-dev/presence/gen/presence/v1"
 )
@@ -236,5 +238,25 @@ func shutdownDuringOpen(t *testing.T) {
 	}
 	if err := <-shutdownDone; err != nil {
 		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// TestPongIsOneAllocation: the Pong that answers every Ping is built in
+// one allocation, and is the message it replaced, field for field, with
+// its size counted.
+func TestPongIsOneAllocation(t *testing.T) {
+	now := time.Date(2026, 11, 27, 4, 0, 0, 123456789, time.UTC)
+	want := &presencev1.ConnectResponse{Frame: &presencev1.ConnectResponse_Pong{Pong: &presencev1.Pong{
+		Seq: 42, ServerTime: timestamppb.New(now),
+	}}}
+	f := newPong(42, now)
+	if !proto.Equal(f.Msg, want) {
+		t.Errorf("newPong = %v; want %v", f.Msg, want)
+	}
+	if f.Size() != proto.Size(want) || f.Shared() {
+		t.Errorf("size %d, shared %v; want %d, false", f.Size(), f.Shared(), proto.Size(want))
+	}
+	if n := testing.AllocsPerRun(100, func() { newPong(42, now) }); n != 1 {
+		t.Errorf("newPong made %v allocations; want 1", n)
 	}
 }
