@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -74,11 +73,17 @@ type conn struct {
 	flushing bool      // a flush loop owns pending (or a shard's list holds c)
 	flushed  sync.Cond // on wmu: the flush loop wrote a batch or ended
 
-	// raw writes to the socket without waiting (nil unless nc is a plain
-	// socket); shard is the flush shard TrySend hands c to (see
-	// flushInBackground).
-	raw   syscall.RawConn
-	shard *flushShard
+	// fd is nc's socket, which the flush shard writes to directly without
+	// waiting (-1 unless nc is a plain socket); shard is the flush shard
+	// TrySend hands c to (see flushInBackground). fdMu fences those
+	// writes against closing nc: once fdClosed is set no write starts,
+	// and it is set only when none is in progress, so a write never goes
+	// to a descriptor number that a close has freed for reuse by another
+	// connection. Every close of nc goes through closeConn.
+	fd       int
+	fdMu     sync.Mutex
+	fdClosed bool // guarded by fdMu
+	shard    *flushShard
 
 	inline [idleReadBufSize]byte
 }
@@ -102,7 +107,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 	c.cond.L = &c.mu
 	c.flushed.L = &c.wmu
-	c.raw = rawConnOf(nc)
+	c.fd = socketFD(nc)
 	c.shard = s.nextShard()
 	c.rbuf = c.inline[:]
 	c.recvConnAvail = int64(s.opts.InitialConnWindowSize)
@@ -196,7 +201,7 @@ func (c *conn) teardown() {
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	c.waitFlushed()
-	c.nc.Close()
+	c.closeConn()
 	if len(streams) > 0 {
 		err := status.Error(codes.Unavailable, "lite: connection closed")
 		for _, st := range streams {
@@ -850,7 +855,7 @@ func (c *conn) flushInBackground() {
 		return
 	}
 	c.flushing = true
-	if c.raw != nil {
+	if c.fd >= 0 {
 		c.shard.add(c)
 		return
 	}
@@ -890,14 +895,15 @@ func (c *conn) flushLocked() {
 // only part, the rest goes back to the front of the queue and the loop
 // goes on on a goroutine of its own (flushAlone), where waiting is
 // harmless. The caller set c.flushing; wmu must not be held.
-func (c *conn) flushNow(w *rawWriter) {
+func (c *conn) flushNow(f *flushShard) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	for c.pending != nil && c.werr == nil {
 		bp := c.pending
 		c.pending = nil
 		c.wmu.Unlock()
-		n, err := w.writeNow(c.raw, *bp)
+		n, err := c.writeNow(*bp)
+		f.writes.Add(1)
 		c.wmu.Lock()
 		if err == errWouldBlock {
 			rest := getWriteBuf()
@@ -923,7 +929,7 @@ func (c *conn) flushNow(w *rawWriter) {
 func (c *conn) wrote(err error) {
 	if err != nil && c.werr == nil {
 		c.werr = err
-		c.nc.Close()
+		c.closeConn()
 	}
 	c.flushed.Broadcast()
 }
@@ -1029,10 +1035,19 @@ func (c *conn) drain() {
 	c.wmu.Unlock()
 	switch {
 	case !hs:
-		c.nc.Close()
+		c.closeConn()
 	case empty:
 		c.wake()
 	}
+}
+
+// closeConn closes nc, once no direct write (writeNow) is in progress,
+// and keeps any from starting after. Every close of nc goes through it.
+func (c *conn) closeConn() {
+	c.fdMu.Lock()
+	c.fdClosed = true
+	c.fdMu.Unlock()
+	c.nc.Close()
 }
 
 // aLongTimeAgo is a read deadline that makes Read return at once.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // flushShard writes, from one goroutine, the queued frames of the TCP
@@ -16,20 +17,7 @@ type flushShard struct {
 	conns   []*conn
 	spare   []*conn // the list last written, kept for reuse
 	running bool
-	w       rawWriter // used by the goroutine only
-}
-
-// rawWriter is writeNow's state, kept by a flush shard so that its
-// writes allocate nothing. A closure over writeNow's locals, handed to
-// syscall.RawConn.Write, escapes: that was 3 allocations per write (the
-// closure and the two variables it set), 2.5 of the server's allocations
-// per delivery in a fan-out over one connection per session
-// (BenchmarkBroadcast in ../daemon, profiled as its comment says).
-type rawWriter struct {
-	b   []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool // w.write, bound once
+	writes  atomic.Int64 // writes made, for Stats
 }
 
 // add lists c, whose flushing the caller set (wmu held), and starts the
@@ -62,7 +50,7 @@ func (f *flushShard) run(s *Server) {
 		f.conns, f.spare = f.spare[:0], nil
 		f.mu.Unlock()
 		for i, c := range batch {
-			c.flushNow(&f.w)
+			c.flushNow(f)
 			batch[i] = nil
 		}
 		f.mu.Lock()

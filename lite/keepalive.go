@@ -74,7 +74,7 @@ func (c *conn) keepaliveDue(now int64) bool {
 func (c *conn) keepalive(now int64) {
 	if c.pingSentAt.Load() != 0 {
 		c.debug("lite: keepalive timeout; closing the connection")
-		c.nc.Close()
+		c.closeConn()
 		return
 	}
 	if !c.wmu.TryLock() {

@@ -2,15 +2,10 @@
 
 package lite
 
-import (
-	"net"
-	"syscall"
-)
+import "net"
 
-// rawConnOf: no non-blocking write path here; every flush gets a
+// socketFD: no non-blocking write path here; every flush gets a
 // goroutine of its own (see conn.flushInBackground).
-func rawConnOf(net.Conn) syscall.RawConn { return nil }
+func socketFD(net.Conn) int { return -1 }
 
-func (*rawWriter) writeNow(syscall.RawConn, []byte) (int, error) {
-	panic("lite: writeNow without a raw socket")
-}
+func (c *conn) writeNow([]byte) (int, error) { panic("lite: writeNow without a socket descriptor") }

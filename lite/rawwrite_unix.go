@@ -3,69 +3,60 @@
 package lite
 
 import (
-	"errors"
 	"io"
 	"net"
 	"os"
 	"syscall"
 )
 
-// rawConnOf returns nc's socket for writeNow, or nil when nc is not a
-// plain socket (TLS, or a wrapper that does not expose one).
-func rawConnOf(nc net.Conn) syscall.RawConn {
+// socketFD returns nc's socket descriptor for writeNow, or -1 when nc is
+// not a plain socket (TLS, or a wrapper that does not expose one).
+func socketFD(nc net.Conn) int {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		return nil
+		return -1
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return nil
+		return -1
 	}
-	return rc
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		return -1
+	}
+	return fd
 }
 
-// writeNow writes b to the non-blocking socket rc with write(2) until it
-// is all written, the socket's buffer is full (errWouldBlock, with the
-// count written) or it fails. It never waits, so it needs no deadline.
-// A deadline left in the past by an earlier blocking write also reports
-// errWouldBlock: the caller then writes the usual way, under a fresh one.
-// One goroutine at a time may use w.
-func (w *rawWriter) writeNow(rc syscall.RawConn, b []byte) (int, error) {
-	if w.fn == nil {
-		w.fn = w.write
+// writeNow writes b to c's non-blocking socket with write(2) until it is
+// all written, the socket's buffer is full (errWouldBlock, with the count
+// written) or it fails. It never waits, so it needs no deadline. It calls
+// write(2) itself rather than through syscall.RawConn.Write, whose
+// bookkeeping (the descriptor's reference count and lock, and its poller
+// state: three structures no longer in any cache when a broadcast comes
+// back to a connection) was 9.4% of the server's CPU in a fan-out over
+// one connection per session (bench/profiles/fanout-1conn-2ps-cpu.txt).
+// What that bookkeeping guarded, that the descriptor stays open during
+// the write, fdMu guards here (see closeConn).
+func (c *conn) writeNow(b []byte) (int, error) {
+	c.fdMu.Lock()
+	defer c.fdMu.Unlock()
+	if c.fdClosed {
+		return 0, net.ErrClosed
 	}
-	w.b, w.n, w.err = b, 0, nil
-	err := rc.Write(w.fn)
-	n, werr := w.n, w.err
-	w.b, w.err = nil, nil // hold neither past the call
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return n, errWouldBlock
-	}
-	if err != nil {
-		return n, err
-	}
-	return n, werr
-}
-
-// write is the callback of writeNow's RawConn.Write. It returns true
-// (done) every time: it must never wait for the socket.
-func (w *rawWriter) write(fd uintptr) bool {
-	for w.n < len(w.b) {
-		m, err := syscall.Write(int(fd), w.b[w.n:])
+	n := 0
+	for n < len(b) {
+		m, err := syscall.Write(c.fd, b[n:])
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			w.err = errWouldBlock
-			return true
+			return n, errWouldBlock
 		case err != nil:
-			w.err = os.NewSyscallError("write", err)
-			return true
+			return n, os.NewSyscallError("write", err)
 		case m <= 0: // never for a non-empty buffer on a socket
-			w.err = io.ErrShortWrite
-			return true
+			return n, io.ErrShortWrite
 		}
-		w.n += m
+		n += m
 	}
-	return true
+	return n, nil
 }

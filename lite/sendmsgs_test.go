@@ -14,10 +14,18 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// countingListener counts the Writes on the connections it accepts.
+// countingListener counts the writes to the connections it accepts: their
+// Writes, and the flush shards' direct writes to their sockets (which it
+// reads from the server's Stats, set by serveCounting).
 type countingListener struct {
 	net.Listener
 	writes atomic.Int64
+	srv    *Server
+}
+
+// allWrites is the number of writes so far, by either path.
+func (l *countingListener) allWrites() int64 {
+	return l.writes.Load() + int64(l.srv.Stats().FlushWrites)
 }
 
 func (l *countingListener) Accept() (net.Conn, error) {
@@ -39,23 +47,9 @@ func (c *countingConn) Write(b []byte) (int, error) {
 }
 
 // SyscallConn exposes the socket as *net.TCPConn does, so that the flush
-// shards write to it (flushInBackground), and counts their writes too.
+// shards write to it directly (flushInBackground, writeNow).
 func (c *countingConn) SyscallConn() (syscall.RawConn, error) {
-	rc, err := c.Conn.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	return countingRawConn{rc, c.writes}, nil
-}
-
-type countingRawConn struct {
-	syscall.RawConn
-	writes *atomic.Int64
-}
-
-func (r countingRawConn) Write(f func(fd uintptr) bool) error {
-	r.writes.Add(1)
-	return r.RawConn.Write(f)
+	return c.Conn.(syscall.Conn).SyscallConn()
 }
 
 // sendMsgsServer serves a chat method whose first message makes the
@@ -70,9 +64,9 @@ func sendMsgsServer(t *testing.T, msgs [][]byte) (string, <-chan error, <-chan i
 	s.HandleEvents(chatMethod, func(st *Stream) Events {
 		return funcEvents{msg: func([]byte) {
 			go func() {
-				before := cl.writes.Load()
+				before := cl.allWrites()
 				err := st.SendMsgs(msgs)
-				writes <- cl.writes.Load() - before
+				writes <- cl.allWrites() - before
 				errc <- err
 				st.Finish(nil)
 			}()
@@ -90,7 +84,7 @@ func serveCounting(t *testing.T, s *Server) *countingListener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &countingListener{Listener: l}
+	cl := &countingListener{Listener: l, srv: s}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(cl) }()
 	t.Cleanup(func() {

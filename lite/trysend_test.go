@@ -112,7 +112,7 @@ func TestTrySendManyStreamsFewWrites(t *testing.T) {
 	// loaded CI machine under -race, the shard wrote between TrySends and
 	// the count depended on the scheduler (18 writes, once).
 	procs := runtime.GOMAXPROCS(1)
-	before := cl.writes.Load()
+	before := cl.allWrites()
 	for i, st := range sts {
 		ok, err := st.TrySend(seqMsg(i+1, 100))
 		if !ok || err != nil {
@@ -124,7 +124,7 @@ func TestTrySendManyStreamsFewWrites(t *testing.T) {
 	for i, cs := range css {
 		recvSeqOnly(t, cs, seqMsg(i+1, 100))
 	}
-	writes := cl.writes.Load() - before
+	writes := cl.allWrites() - before
 	t.Logf("%d messages to %d streams in %d writes", n, n, writes)
 	if writes > n/4 {
 		t.Fatalf("%d messages to the streams of one connection took %d writes, want at most %d", n, writes, n/4)
