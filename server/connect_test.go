@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,13 +217,21 @@ func shutdownDuringOpen(t *testing.T) {
 	opts := fastOptions()
 	ts := startServer(t, opts)
 	inOpen, release := make(chan *session, 1), make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the server's cleanup Shutdown, which waits for open
 	ts.srv.hooks.opened = func(s *session) {
 		inOpen <- s
 		<-release
 	}
 	cc := ts.dial(t)
 	c, _ := connect(t, cc, "a")
-	s := <-inOpen
+	var s *session
+	select {
+	case s = <-inOpen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("open did not reach its end")
+	}
 	shutdownDone := make(chan error, 1)
 	go func() { shutdownDone <- ts.srv.Shutdown(context.Background()) }()
 	select {
@@ -230,7 +239,7 @@ func shutdownDuringOpen(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown did not end the session")
 	}
-	close(release)
+	free()
 	gb := c.wantEnd(5*time.Second, codes.Unavailable, presencev1.GoodbyeReason_GOODBYE_REASON_SHUTDOWN)
 	after := gb.GetReconnectAfter().AsDuration()
 	if !gb.GetReconnect() || after < opts.ShutdownReconnectMin || after > opts.ShutdownReconnectMin+opts.ShutdownReconnectJitter {
