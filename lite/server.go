@@ -290,6 +290,11 @@ func (s *Server) HandleEvents(fullMethod string, h EventHandler) {
 // ErrServerStopped after Stop or GracefulStop, or the accept error.
 // Temporary accept errors are retried with backoff (5 ms doubling to 1 s),
 // like net/http. l may be a tls.NewListener (ALPN "h2") listener.
+//
+// A connection that exposes its socket (syscall.Conn, as *net.TCPConn
+// does) gets the messages TrySend queued written to that socket directly
+// with write(2), not through its Write method: a wrapper listener whose
+// connections transform or meter what is written must not expose it.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.stopped {
