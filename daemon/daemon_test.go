@@ -422,11 +422,26 @@ func TestMetricsOverHTTP(t *testing.T) {
 		`presence_frames_received_total{kind="identify"}`: 1,
 		`presence_frames_sent_total{kind="identified"}`:   1,
 	})
+	writes := scrapeMetrics(t, d)[`presence_transport_flush_writes_total`]
 	if code, body := post(t, d, "/v1/uids/alice/messages", `{"data": "hi"}`); code != http.StatusOK {
 		t.Fatalf("POST messages = %d %v", code, body)
 	}
 	if p := c.next(t).GetPush(); p.GetData().GetStringValue() != "hi" {
 		t.Fatalf("push = %v; want hi", p)
+	}
+	if testTransport != TransportGRPC {
+		// The push went to an idle session: handed over without waiting,
+		// and written by a flush shard, which counts the write after it
+		// returns, so maybe after the client has read it.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			got := scrapeMetrics(t, d)[`presence_transport_flush_writes_total`]
+			if got >= writes+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("presence_transport_flush_writes_total = %v 5s after a push; want at least %v", got, writes+1)
+			}
+		}
 	}
 	waitMetrics(t, d, map[string]float64{
 		`presence_pushes_total{scope="uid"}`:          1,

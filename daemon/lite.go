@@ -46,8 +46,8 @@ func (c Config) newLiteServer(unary grpc.UnaryServerInterceptor, stream grpc.Str
 
 // liteCollector exports the lite transport's counters (lite.Stats).
 type liteCollector struct {
-	srv             *lite.Server
-	conns, handoffs *prometheus.Desc
+	srv                     *lite.Server
+	conns, handoffs, writes *prometheus.Desc
 }
 
 func newLiteCollector(srv *lite.Server) *liteCollector {
@@ -56,18 +56,22 @@ func newLiteCollector(srv *lite.Server) *liteCollector {
 		conns: prometheus.NewDesc("presence_transport_connections", "HTTP/2 connections open on the gRPC listener (lite transport).", nil, nil),
 		handoffs: prometheus.NewDesc("presence_transport_flush_handoffs_total",
 			"Pushes' writes that found the client's socket full and went on on a goroutine of their own (lite transport): clients reading slower than they are written to, seen before their queues overflow.", nil, nil),
+		writes: prometheus.NewDesc("presence_transport_flush_writes_total",
+			"Socket writes that carried frames handed over without waiting, pushes mostly (lite transport): against presence_push_deliveries_total, how many deliveries share a write.", nil, nil),
 	}
 }
 
 func (c *liteCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.conns
 	ch <- c.handoffs
+	ch <- c.writes
 }
 
 func (c *liteCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.srv.Stats()
 	ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(st.Conns))
 	ch <- prometheus.MustNewConstMetric(c.handoffs, prometheus.CounterValue, float64(st.FlushHandoffs))
+	ch <- prometheus.MustNewConstMetric(c.writes, prometheus.CounterValue, float64(st.FlushWrites))
 }
 
 // liteTLS is tlsCfg for the lite transport's listener, which speaks only
