@@ -61,6 +61,13 @@ func runFanout(ctx context.Context, e *env) error {
 	defer pub.close()
 	// Let the last Identified frames and the first Pings drain.
 	time.Sleep(500 * time.Millisecond)
+	if cfg.quickAck && len(conns.raw) > 0 {
+		n, err := quickAckAll(conns.raw)
+		if err != nil {
+			return fmt.Errorf("TCP_QUICKACK: %w", err)
+		}
+		rep.Detail["quickack_conns"] = n
+	}
 
 	// Phase 1: fixed offered rate.
 	e.pr.printf("fixed rate: %d broadcasts at %.1f/s to %d sessions", fixed, rate, len(sessions))

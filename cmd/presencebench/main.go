@@ -115,6 +115,7 @@ type config struct {
 
 	cpuProfile string
 	seriesOut  string
+	quickAck   bool
 	memProfile string
 
 	serve     bool
@@ -180,6 +181,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, *flag.FlagSet, error)
 	fs.IntVar(&c.churnUids, "churn-uids", 1000, "churn: cycle over this many uids, as users reconnecting do (0: a new uid every cycle; the server then keeps a last-seen time for each, up to --last-seen-max, which shows in the heap)")
 	fs.Uint64Var(&c.seed, "seed", 1, "random seed (uid choice in unicast)")
 
+	fs.BoolVar(&c.quickAck, "quickack", true, "fanout with --client raw: before the fixed-rate phase, take the bench's sockets out of delayed-ACK mode (TCP_QUICKACK), which the Identify exchange put them in. On loopback a client's delayed-ACK timer fires on the server's core, so without this the first broadcast over a connection per session also pays for 10,000 timers that a real client's machine would run (BENCHMARKS.md)")
 	fs.StringVar(&c.seriesOut, "series", "", "slow, unicast, fanout (its fixed-rate phase): write one CSV line per push or broadcast to this file (its index, scheduled time as an offset and in unix seconds, receipts, and the receipts' p50, p99 and max latency, whole and to the server's sent_at), to see when a tail happens")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (with --inprocess it includes the server)")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write a heap profile of this process at the end of the measured phase")

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -158,6 +160,13 @@ func TestScenariosInProcess(t *testing.T) {
 			}
 			if got := metricOf(t, r, "saturation.deliveries"); got != 20*40 {
 				t.Errorf("saturation.deliveries = %v; want 800", got)
+			}
+			// --quickack (the default) set TCP_QUICKACK on every
+			// connection before the fixed phase.
+			nconns, _ := strconv.Atoi(per)
+			nconns = 20 / nconns
+			if runtime.GOOS == "linux" && fmt.Sprint(r.Detail["quickack_conns"]) != strconv.Itoa(nconns) {
+				t.Errorf("quickack_conns = %v; want %d", r.Detail["quickack_conns"], nconns)
 			}
 			if got := metricOf(t, r, "evicted"); got != 0 {
 				t.Errorf("evicted = %v; want 0", got)

@@ -910,3 +910,25 @@ func (c *rawConn) onGoAway(f *http2.GoAwayFrame, now int64) {
 	}
 	c.mu.Unlock()
 }
+
+// quickAckAll takes the dialled connections' sockets out of delayed-ACK
+// mode (quickAck) and returns how many it set.
+func quickAckAll(conns []*rawConn) (int, error) {
+	n := 0
+	for _, c := range conns {
+		c.dialMu.Lock()
+		nc := c.nc
+		c.dialMu.Unlock()
+		if nc == nil {
+			continue
+		}
+		ok, err := quickAck(nc)
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
