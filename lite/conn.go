@@ -903,7 +903,9 @@ func (c *conn) flushNow(f *flushShard) {
 		c.pending = nil
 		c.wmu.Unlock()
 		n, err := c.writeNow(*bp)
-		f.writes.Add(1)
+		if err != net.ErrClosed { // refused by the fence: nothing written
+			f.writes.Add(1)
+		}
 		c.wmu.Lock()
 		if err == errWouldBlock {
 			rest := getWriteBuf()

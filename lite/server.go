@@ -367,9 +367,10 @@ type Stats struct {
 	// socket full and went on on a goroutine of their own: a client that
 	// reads slower than it is written to, seen before its queue fills.
 	FlushHandoffs uint64
-	// FlushWrites counts the write(2) calls of the flush shards, which
-	// write what TrySend queued: against the messages TrySend took, how
-	// well a broadcast's frames to one connection share a write.
+	// FlushWrites counts the batches the flush shards wrote to sockets,
+	// each one write(2) unless the kernel took only part of it: against
+	// the messages TrySend took, how well a broadcast's frames to one
+	// connection share a write.
 	FlushWrites uint64
 }
 
